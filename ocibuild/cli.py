@@ -1,0 +1,106 @@
+"""The command line: parses flags like ``docker buildx build``, calls one ``api`` function,
+renders errors as one line and sets the exit code. Nothing else lives here.
+
+    python -m ocibuild [build flags] CONTEXT       build (the default verb)
+    python -m ocibuild --check [-f FILE] CONTEXT   build checks only
+    python -m ocibuild --print-plan [...] CONTEXT  the stages that would run, in order
+    python -m ocibuild copy SRC DST                copy an image between transports
+    python -m ocibuild inspect REF                 manifest, config and platforms as JSON
+    python -m ocibuild login HOST -u USER --password-stdin
+    python -m ocibuild prune                       garbage-collect the content store
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ocibuild import __version__, api
+from ocibuild.errors import OcibuildError, UsageError
+
+VERBS = ("build", "copy", "inspect", "login", "prune")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ocibuild",
+        description="Build an OCI image from a Dockerfile without a daemon.",
+    )
+    p.add_argument("context", metavar="CONTEXT", help="build context directory, or - for a tar on stdin")
+    p.add_argument("-f", "--file", help="Dockerfile path (default: CONTEXT/Dockerfile; - for stdin)")
+    p.add_argument("-t", "--tag", action="append", default=[], help="image name (repeatable)")
+    p.add_argument("--target", help="build this stage (by name or index)")
+    p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    p.add_argument("--platform", help="target platform, e.g. linux/amd64")
+    p.add_argument("-o", "--output", action="append", default=[], metavar="SPEC",
+                   help="type=oci|docker|image|registry|local|tar,dest=...,name=...,push=true")
+    p.add_argument("--push", action="store_true", help="shorthand for --output type=registry")
+    p.add_argument("--load", action="store_true", help="shorthand for --output type=docker")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--cache-from", action="append", default=[])
+    p.add_argument("--cache-to", action="append", default=[])
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH|env=VAR")
+    p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]")
+    p.add_argument("--progress", default="auto", choices=("auto", "plain", "tty", "quiet"))
+    p.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--annotation", action="append", default=[], metavar="K=V")
+    p.add_argument("--isolation", choices=("auto", "rootless", "root", "chroot"), default="auto")
+    p.add_argument("--snapshotter", choices=("auto", "overlay", "fuse-overlayfs", "copy"), default="auto")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST")
+    p.add_argument("--compression", choices=("gzip", "zstd", "uncompressed"), default="gzip")
+    p.add_argument("--compression-level", type=int)
+    p.add_argument("--metadata-file")
+    p.add_argument("--iidfile")
+    p.add_argument("--check", action="store_true", help="run the build checks only")
+    p.add_argument("--print-plan", action="store_true", help="print the build plan only")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"ocibuild {__version__}")
+    return p
+
+
+def _verb_parser(verb: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"ocibuild {verb}")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST")
+    if verb == "copy":
+        p.add_argument("src", help="docker://REF | oci-archive:PATH[:TAG] | oci:DIR[:TAG] | docker-archive:PATH")
+        p.add_argument("dst")
+        p.add_argument("--platform", help="copy only this platform of an index")
+        p.add_argument("--all", action="store_true", help="copy every platform of an index")
+        p.add_argument("--format", choices=("oci", "v2s2"), help="convert manifests")
+        p.add_argument("--dest-compress-format", choices=("gzip", "zstd"))
+    elif verb == "inspect":
+        p.add_argument("ref")
+        p.add_argument("--platform")
+        p.add_argument("--raw", action="store_true", help="print the manifest bytes as received")
+    elif verb == "login":
+        p.add_argument("host")
+        p.add_argument("-u", "--username", required=True)
+        p.add_argument("-p", "--password")
+        p.add_argument("--password-stdin", action="store_true")
+    elif verb == "prune":
+        p.add_argument("--all", action="store_true", help="remove every cached blob and snapshot")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    verb = args_list[0] if args_list and args_list[0] in VERBS else "build"
+    if args_list and args_list[0] in VERBS:
+        args_list = args_list[1:]
+    parser = _build_parser() if verb == "build" else _verb_parser(verb)
+    args = parser.parse_args(args_list)
+    try:
+        return api.run_verb(verb, args)
+    except OcibuildError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
