@@ -11,7 +11,6 @@ command text are never expanded by ocibuild; the shell does that at run time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from ocibuild.errors import Location
 
@@ -46,7 +45,7 @@ class ExecForm:
     args: tuple[str, ...]
 
 
-Command = Union[ShellForm, ExecForm]
+Command = ShellForm | ExecForm
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,8 @@ Contract with the executor:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from ocibuild.dockerfile.model import Command, Heredoc, Instruction
-
 
 # --- where content comes from ---------------------------------------------------------------
 
@@ -49,7 +47,7 @@ class ContextRef:
     """The build context (the default source of COPY/ADD and bind mounts)."""
 
 
-Source = Union[Scratch, StageRef, ImageRef, ContextRef]
+Source = Scratch | StageRef | ImageRef | ContextRef
 
 
 # --- inputs from resolved base images -------------------------------------------------------
@@ -140,7 +138,7 @@ class ConfigStep:
     instruction: Instruction
 
 
-Step = Union[RunStep, CopyStep, ConfigStep]
+Step = RunStep | CopyStep | ConfigStep
 
 
 @dataclass(frozen=True)
