@@ -22,13 +22,15 @@ class Heredoc:
     ``name`` is the delimiter word as written without quotes (``EOF``); ``content`` is the body
     with the final newline kept (BuildKit keeps it); ``expand`` is False when the delimiter was
     quoted (no variable expansion in COPY/ADD bodies); ``chomp`` is True for ``<<-`` (leading
-    tabs stripped, already applied to ``content``).
+    tabs stripped, already applied to ``content``); ``fd`` is the file descriptor written
+    before ``<<`` (``3<<EOF``), 0 when none.
     """
 
     name: str
     content: str
     expand: bool = True
     chomp: bool = False
+    fd: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Run(Instruction):
     mounts: tuple[str, ...] = ()  # each --mount value as written, unexpanded
     network: str | None = None  # default | none | host
     security: str | None = None  # sandbox | insecure
+    devices: tuple[str, ...] = ()  # each --device value as written
 
 
 @dataclass(frozen=True)
