@@ -1,0 +1,217 @@
+"""Blob uploads: HEAD first, cross-repository mount, monolithic or chunked ``PATCH`` uploads
+that resume (chunked) or restart with a new session when they fail, bounded. Downloads are in
+``ocibuild.registry.download``.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Protocol
+
+from ocibuild.digest import Digest
+from ocibuild.errors import RegistryError
+from ocibuild.image.descriptor import Descriptor
+from ocibuild.reference import Reference
+from ocibuild.registry.auth import pull_scope, push_scope
+
+if TYPE_CHECKING:
+    from ocibuild.registry.client import BlobStore, RegistryClient
+
+READ_CHUNK = 1 << 20
+#: How often one chunked upload asks where it stands after a failed chunk.
+MAX_RESUMES = 6
+#: How often one upload restarts with a new upload session.
+MAX_UPLOAD_RESTARTS = 3
+
+
+class _Restart(Exception):
+    """Abandon this upload session and start a new one (internal)."""
+
+
+def _backoff(client: RegistryClient, n: int) -> None:
+    client.transport.sleep(client.transport.retry.delay(n))
+
+
+def has_blob(client: RegistryClient, ref: Reference, digest: Digest, *,
+             push: bool = False) -> bool:
+    action = f"push {ref}" if push else f"pull {ref}: blob {digest}"
+    scopes = [push_scope(ref.repository) if push else pull_scope(ref.repository)]
+    resp = client.request(ref, "HEAD", client.url(ref, f"blobs/{digest}"), scopes=scopes,
+                          action=action)
+    resp.close()
+    if resp.status_code == 200:
+        return True
+    if resp.status_code == 404:
+        return False
+    if push and resp.status_code in (401, 403):
+        # A HEAD has no error body; the upload that follows gets the registry's own words.
+        return False
+    raise client.fail(resp, action, ref.api_host)
+
+
+# -- uploads ---------------------------------------------------------------------------------
+
+
+class BlobSource(Protocol):
+    def open(self, offset: int, length: int) -> IO[bytes]: ...
+
+
+class _Slice:
+    """``length`` bytes of a file from ``offset``, read in large blocks; ``len()`` tells
+    requests the Content-Length so the body is streamed, never loaded."""
+
+    def __init__(self, f: IO[bytes], length: int) -> None:
+        self._f = f
+        self._length = length
+        self._left = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._left if n is None or n < 0 else min(self._left, max(n, READ_CHUNK))
+        data = self._f.read(want) if want else b""
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+@dataclass(frozen=True)
+class StoreSource:
+    store: BlobStore
+    digest: Digest
+
+    def open(self, offset: int, length: int) -> IO[bytes]:
+        f = open(self.store.path(self.digest), "rb")  # noqa: SIM115 - closed by requests
+        f.seek(offset)
+        return _Slice(f, length)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class BytesSource:
+    data: bytes
+
+    def open(self, offset: int, length: int) -> IO[bytes]:
+        import io
+
+        return io.BytesIO(self.data[offset : offset + length])
+
+
+def push_blob(client: RegistryClient, ref: Reference, desc: Descriptor, source: BlobSource,
+              mount_from: Reference | None) -> None:
+    """Upload ``desc`` to ``ref``'s repository unless the registry has it.
+
+    Idempotent; a failed upload session is abandoned and a new one started (bounded).
+    """
+    action = f"push {ref}"
+    if has_blob(client, ref, desc.digest, push=True):
+        return
+    restarts = 0
+    while True:
+        try:
+            location = _start_upload(client, ref, desc, mount_from, action)
+            if location is None:
+                return  # mounted
+            if client.chunk_size and desc.size > client.chunk_size:
+                location = _upload_chunks(client, ref, desc, source, location, action)
+                body: Callable[[], IO[bytes] | bytes] | bytes = b""
+            else:
+                body = lambda: source.open(0, desc.size)  # noqa: E731
+            resp = client.request(ref, "PUT", location, scopes=[push_scope(ref.repository)],
+                                  action=action, params={"digest": str(desc.digest)},
+                                  headers={"Content-Type": "application/octet-stream"},
+                                  body=body, retry=False)
+            if resp.status_code in (201, 204):
+                resp.close()
+                return
+            if resp.status_code >= 500 or resp.status_code in (404, 416, 429):
+                resp.close()
+                raise _Restart
+            raise client.fail(resp, action, ref.api_host)
+        except (_Restart, RegistryError) as exc:
+            # An upload session that broke (dropped connection, 5xx, lost state): start over.
+            if isinstance(exc, RegistryError) and getattr(exc, "status", 0) in (400, 401, 403):
+                raise
+            restarts += 1
+            if restarts > MAX_UPLOAD_RESTARTS:
+                if isinstance(exc, RegistryError):
+                    raise
+                raise RegistryError(f"{action}: blob {desc.digest}: upload failed "
+                                    f"{restarts} times") from None
+            _backoff(client, restarts)
+
+
+def _start_upload(client: RegistryClient, ref: Reference, desc: Descriptor,
+                  mount_from: Reference | None, action: str) -> str | None:
+    """POST a new upload session (or a mount); the session URL, or None when mounted."""
+    scopes = [push_scope(ref.repository)]
+    params: dict[str, str] | None = None
+    if mount_from is not None and mount_from.registry == ref.registry \
+            and mount_from.repository != ref.repository:
+        params = {"mount": str(desc.digest), "from": mount_from.repository}
+        scopes.append(pull_scope(mount_from.repository))
+    url = client.url(ref, "blobs/uploads/")
+    resp = client.request(ref, "POST", url, scopes=scopes, action=action, params=params,
+                          headers={"Content-Length": "0"})
+    resp.close()
+    if resp.status_code == 201 and params is not None:
+        return None
+    if resp.status_code != 202 or "Location" not in resp.headers:
+        raise client.fail(resp, action, ref.api_host)
+    return urllib.parse.urljoin(url, resp.headers["Location"])
+
+
+def _upload_chunks(client: RegistryClient, ref: Reference, desc: Descriptor, source: BlobSource,
+                   location: str, action: str) -> str:
+    """PATCH the blob in ``client.chunk_size`` pieces with ``Content-Range``; after a failed
+    chunk ask the session where it stands (``GET`` -> ``Range``) and go on from there. Returns
+    the session URL for the final PUT."""
+    assert client.chunk_size
+    scopes = [push_scope(ref.repository)]
+    offset = 0
+    failures = 0
+    while offset < desc.size:
+        n = min(client.chunk_size, desc.size - offset)
+        start = offset
+        try:
+            resp = client.request(
+                ref, "PATCH", location, scopes=scopes, action=action, retry=False,
+                headers={"Content-Type": "application/octet-stream",
+                         "Content-Range": f"{start}-{start + n - 1}"},
+                body=lambda start=start, n=n: source.open(start, n),  # type: ignore[misc]
+            )
+        except RegistryError:
+            resp = None
+        if resp is not None and resp.status_code == 202:
+            resp.close()
+            location = urllib.parse.urljoin(location, resp.headers.get("Location", location))
+            offset = start + n
+            continue
+        if resp is not None:
+            resp.close()
+        failures += 1
+        if failures > MAX_RESUMES:
+            raise _Restart
+        _backoff(client, failures)
+        location, offset = _upload_status(client, ref, location, action)
+    return location
+
+
+def _upload_status(client: RegistryClient, ref: Reference, location: str,
+                   action: str) -> tuple[str, int]:
+    """Where an upload session stands: (session URL, next offset); _Restart if it is gone."""
+    resp = client.request(ref, "GET", location, scopes=[push_scope(ref.repository)],
+                          action=action)
+    resp.close()
+    if resp.status_code != 204:
+        raise _Restart
+    rng = resp.headers.get("Range", "")
+    try:
+        end = int(rng.split("-")[1]) if rng else -1
+    except (IndexError, ValueError):
+        raise _Restart from None
+    return urllib.parse.urljoin(location, resp.headers.get("Location", location)), end + 1
