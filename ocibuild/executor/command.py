@@ -1,0 +1,240 @@
+"""RUN inside the sandbox: the spec, and what init does to run it (see sandbox.py's tree).
+
+:func:`run_command` is called in the sandbox's init with the snapshot mounted at ``root``. It sets
+up /proc, /dev, hosts and resolv.conf (or their chroot stand-ins), resolves ``USER`` in the
+rootfs's own /etc/passwd and /etc/group (and ``HOME`` when the env has none, as runc does),
+forks the command (own mount namespace + pivot_root, or chroot), reaps everything until the
+command exits, kills what it left behind, and removes every trace of the set-up from the
+snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ocibuild.errors import SandboxError
+from ocibuild.executor import _linux, rootfs
+from ocibuild.executor.sandbox import Isolation, kill_strays
+from ocibuild.executor.seccomp import install_fake_ownership
+from ocibuild.executor.users import resolve_home, resolve_user
+from ocibuild.fs.safepath import safe_join
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class RunMount:
+    """A ``RUN --mount``: ``kind`` ``bind`` (``source`` a host path) or ``tmpfs``."""
+
+    target: str
+    kind: Literal["bind", "tmpfs"] = "bind"
+    source: Path | None = None
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One command to run. ``env`` holds ``KEY=value`` strings like an image config's ``Env``
+    (``PATH`` gets BuildKit's default when absent; a missing or empty ``HOME`` becomes the
+    user's passwd home, ``/`` without one, as runc sets it); ``user`` is a ``USER`` value (``name``,
+    ``uid``, ``name:group``, ...; empty for root); ``network`` ``default`` and ``host`` share the
+    host's network, ``none`` gets a new network namespace with only ``lo``; ``extra_hosts`` are
+    ``(name, ip)`` lines added to /etc/hosts."""
+
+    argv: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    hostname: str = rootfs.DEFAULT_HOSTNAME
+    network: Literal["default", "host", "none"] = "default"
+    mounts: tuple[RunMount, ...] = field(default=())
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+
+    def environ(self) -> dict[str, str]:
+        env = {}
+        for item in self.env:
+            key, _, value = item.partition("=")
+            env[key] = value
+        env.setdefault("PATH", DEFAULT_PATH)
+        return env
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell would report it: the exit code, or 128 + signal number."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """``code``: exit code (128+N for signal N); ``restored``: directories (relative to the
+    root) whose times were put back after removing mount stubs; ``created``: working
+    directories made for the RUN, meant to be owned by ``uid:gid``."""
+
+    code: int
+    restored: tuple[str, ...]
+    created: tuple[str, ...]
+    uid: int
+    gid: int
+
+
+def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out_fd: int,
+                keep: frozenset[int] = frozenset()) -> RunOutcome:
+    """Run ``spec`` on the rootfs at ``root`` (see the module docstring).
+
+    ``scratch`` is a private directory outside the rootfs for hosts/resolv.conf. ``keep`` are
+    pids of helper processes (fuse-overlayfs) that must survive the stray-process sweep.
+    """
+    if not spec.argv:
+        raise SandboxError("RUN has an empty command")
+    stubs = rootfs.Stubs()
+    mounts: list[Path] = []
+    try:
+        if iso.namespaced:
+            # pivot_root needs the new root to be a mount point (a copy snapshot is a plain dir).
+            _linux.mount(str(root), root, None, _linux.MS_BIND | _linux.MS_REC)
+            mounts.append(root)
+            mounts += rootfs.setup_namespaced(
+                root, scratch, stubs, hostname=spec.hostname, extra_hosts=spec.extra_hosts,
+                new_pid_ns=True, new_net_ns=spec.network == "none")
+            mounts += _run_mounts(root, spec.mounts, stubs)
+        else:
+            if spec.mounts:
+                raise SandboxError("RUN --mount needs mount namespaces, unavailable in chroot mode")
+            rootfs.setup_chroot(root, scratch, stubs, hostname=spec.hostname,
+                                extra_hosts=spec.extra_hosts)
+        uid, gid, groups = resolve_user(root, spec.user)
+        env = spec.environ()
+        if not env.get("HOME"):  # runc: a missing or empty HOME comes from /etc/passwd
+            env["HOME"] = resolve_home(root, uid)
+        if iso.single_id:
+            rootfs.keep_apt_as_root(root, env)
+        created = _make_cwd(root, spec.cwd, uid, gid)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - replaced by execve
+            _command_child(root, spec, env, iso, out_fd, uid, gid, groups)
+        os.close(out_fd)
+        status = _wait_for(pid)
+        kill_strays(keep, os.fspath(root / "proc") if iso.namespaced else "/proc")
+    finally:
+        rootfs.teardown(mounts[1:])
+        restored = stubs.remove()
+        if mounts:
+            rootfs.teardown(mounts[:1])
+    return RunOutcome(exit_code(status), tuple(os.path.relpath(p, root) for p in restored),
+                      created, uid, gid)
+
+
+def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> list[Path]:
+    done = []
+    for m in mounts:
+        target = root / m.target.lstrip("/")
+        if os.path.islink(target) or ".." in Path(m.target).parts:
+            raise SandboxError(f"RUN --mount target {m.target}: must not be a symlink or use ..")
+        if m.kind == "tmpfs":
+            stubs.ensure(target, True)
+            _linux.mount("tmpfs", target, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV)
+        else:
+            assert m.source is not None
+            stubs.ensure(target, m.source.is_dir())
+            _linux.mount(str(m.source), target, None, _linux.MS_BIND | _linux.MS_REC)
+            if m.readonly:
+                _linux.mount(None, target, None,
+                             _linux.MS_REMOUNT | _linux.MS_BIND | _linux.MS_RDONLY)
+        done.append(target)
+    return done
+
+
+def _wait_for(pid: int) -> int:
+    """Reap children (we are pid 1 or a subreaper) until ``pid`` exits; return its status."""
+    while True:
+        try:
+            done, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            raise SandboxError("RUN process vanished") from None
+        except InterruptedError:
+            continue
+        if done == pid:
+            return status
+
+
+def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolation, out_fd: int,
+                   uid: int, gid: int, groups: Sequence[int]) -> None:
+    """Become the command: never returns (exit code 127/126 for exec failures, like a shell)."""
+    code = 126
+    try:
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; a shell expects default
+        os.setsid()
+        if iso.namespaced:
+            # Our own mount namespace, so pivot_root leaves init's view (and the snapshot's
+            # upper dir, which init cleans afterwards) alone.
+            _linux.unshare(_linux.CLONE_NEWNS)
+            _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+            os.chdir(root)
+            _linux.pivot_root(".", ".")
+            _linux.umount(".", _linux.MNT_DETACH)
+        else:
+            os.chroot(root)
+        os.chdir("/")
+        _become(iso, uid, gid, groups)
+        if iso.single_id:
+            install_fake_ownership()
+        os.chdir(spec.cwd)
+        code = 127
+        os.execvpe(spec.argv[0], list(spec.argv), env)
+    except OSError as exc:
+        what = spec.argv[0] if code == 127 else "sandbox setup"
+        if code == 127 and exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            code = 126
+        with contextlib.suppress(OSError):
+            os.write(2, f"ocibuild: {what}: {exc.strerror}\n".encode())
+    except BaseException as exc:  # noqa: BLE001 - report, never return into the caller's stack
+        with contextlib.suppress(OSError):
+            os.write(2, f"ocibuild: sandbox setup: {exc}\n".encode())
+    os._exit(code)
+
+
+def _make_cwd(root: Path, cwd: str, uid: int, gid: int) -> tuple[str, ...]:
+    """Create a missing working directory (and parents) owned by the RUN's user, as BuildKit
+    does; symlinks on the way resolve inside ``root``. Returns the created paths, relative."""
+    created = []
+    parts = [p for p in cwd.split("/") if p not in ("", ".")]
+    for i in range(1, len(parts) + 1):
+        path = safe_join(root, "/".join(parts[:i]))
+        if os.path.lexists(path):
+            continue
+        os.mkdir(path, 0o755)
+        with contextlib.suppress(OSError):
+            os.chown(path, uid, gid)
+        created.append(os.path.relpath(path, root))
+    return tuple(created)
+
+
+def _become(iso: Isolation, uid: int, gid: int, groups: Sequence[int]) -> None:
+    if iso.single_id:
+        if uid == 0 and gid == 0:
+            return
+        # Only id 0 exists out there: a nested user namespace maps our one id to the RUN's user,
+        # so `id` and file creation show that user.
+        _linux.unshare(_linux.CLONE_NEWUSER)
+        with contextlib.suppress(OSError):
+            Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"{uid} 0 1\n")
+        Path("/proc/self/gid_map").write_text(f"{gid} 0 1\n")
+        return
+    os.setgroups(list(groups))
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)

@@ -1,0 +1,249 @@
+"""What a RUN sees besides its snapshot: /proc, /dev, /etc/hosts, /etc/resolv.conf, a hostname.
+
+Runs inside the sandbox's init process (see :mod:`ocibuild.executor.sandbox`), with the snapshot
+already mounted at ``root``. Nothing set up here may reach the layer: mounts live in the private
+mount namespace, and every mount point that had to be created (a *stub*: ``/proc`` or
+``/etc/hosts`` missing from the image) is removed afterwards and its parent's mtime put back, so
+the diff shows no trace of it (BuildKit's mount-stub cleaner does the same). In the single-id
+rootless mode apt is also pointed at a config on the /dev tmpfs (:func:`keep_apt_as_root`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ocibuild.executor import _linux
+from ocibuild.fs.safepath import safe_join
+
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEFAULT_HOSTNAME = "buildkitsandbox"
+
+
+@dataclass
+class Stubs:
+    """Paths created only to mount on, and the parent mtimes to restore (mutable bookkeeping)."""
+
+    created: list[Path] = field(default_factory=list)
+    # parent -> (atime_ns, mtime_ns before we touched it, mtime_ns right after our last stub)
+    parents: dict[Path, tuple[int, int, int]] = field(default_factory=dict)
+
+    def ensure(self, path: Path, is_dir: bool) -> None:
+        """Make ``path`` exist (file or directory), recording whatever had to be created."""
+        if os.path.lexists(path):
+            return
+        if is_dir:
+            self.create(path, lambda: os.mkdir(path, 0o755))
+        else:
+            self.create(path, lambda: os.close(os.open(path, os.O_WRONLY | os.O_CREAT
+                                                       | os.O_EXCL, 0o644)))
+
+    def create(self, path: Path, make: Callable[[], object]) -> None:
+        """Run ``make`` (which creates ``path``) and remember ``path`` as a stub."""
+        self.ensure(path.parent, True)
+        before = os.stat(path.parent)
+        make()
+        after = os.stat(path.parent)
+        self.created.append(path)
+        old = self.parents.get(path.parent)
+        first = (old[0], old[1]) if old else (before.st_atime_ns, before.st_mtime_ns)
+        self.parents[path.parent] = (first[0], first[1], after.st_mtime_ns)
+
+    def remove(self) -> list[Path]:
+        """Delete the stubs newest first (directories only when empty: anything a RUN put in
+        one is the RUN's) and put back the times of parents the RUN did not write to.
+
+        Returns those parents: an overlay snapshot prunes them from its upper dir when they were
+        copied up for our stubs alone.
+        """
+        untouched = []
+        for parent, (atime, mtime, ours) in self.parents.items():
+            with contextlib.suppress(OSError):
+                if os.stat(parent).st_mtime_ns == ours:
+                    untouched.append((parent, atime, mtime))
+        for path in reversed(self.created):
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+        restored = []
+        for parent, atime, mtime in sorted(untouched, reverse=True):
+            if os.path.isdir(parent):
+                with contextlib.suppress(OSError):
+                    os.utime(parent, ns=(atime, mtime), follow_symlinks=False)
+                    restored.append(parent)
+        return restored
+
+
+def _try_mount(*args: object, **kwargs: object) -> bool:
+    try:
+        _linux.mount(*args, **kwargs)  # type: ignore[arg-type]
+        return True
+    except OSError:
+        return False
+
+
+def hosts_text(hostname: str, extra_hosts: tuple[tuple[str, str], ...] = ()) -> str:
+    lines = [f"127.0.0.1\tlocalhost {hostname}", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
+    return "\n".join(lines) + "\n"
+
+
+def write_etc_files(scratch: Path, hostname: str,
+                    extra_hosts: tuple[tuple[str, str], ...] = ()) -> tuple[Path, Path]:
+    """Write this RUN's hosts and resolv.conf into ``scratch`` (outside the rootfs)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    hosts = scratch / "hosts"
+    hosts.write_text(hosts_text(hostname, extra_hosts))
+    resolv = scratch / "resolv.conf"
+    try:
+        resolv.write_bytes(Path("/etc/resolv.conf").read_bytes())
+    except OSError:
+        resolv.write_text("")
+    return hosts, resolv
+
+
+def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
+                     extra_hosts: tuple[tuple[str, str], ...], new_pid_ns: bool,
+                     new_net_ns: bool) -> list[Path]:
+    """Mount /proc, /dev, hosts and resolv.conf in ``root``; set the hostname; bring lo up.
+
+    Called as root of the sandbox's namespaces, in its init process. Returns the mount points,
+    innermost last, for :func:`teardown`.
+    """
+    mounts: list[Path] = []
+    hosts, resolv = write_etc_files(scratch, hostname, extra_hosts)
+
+    proc = root / "proc"
+    stubs.ensure(proc, True)
+    flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
+    # A fresh proc needs a fully visible /proc on the host (not so in a locked-down container);
+    # then the host's is bound instead, which still shows only what the host lets us see.
+    if not (new_pid_ns and _try_mount("proc", proc, "proc", flags)):
+        _linux.mount("/proc", proc, None, _linux.MS_BIND | _linux.MS_REC)
+    mounts.append(proc)
+
+    # /sys read-only as BuildKit has it: a fresh sysfs needs a network namespace of our own
+    # (when rootless), else the host's is bound (read-only at the top).
+    sys_dir = root / "sys"
+    stubs.ensure(sys_dir, True)
+    if _try_mount("sysfs", sys_dir, "sysfs", flags | _linux.MS_RDONLY):
+        mounts.append(sys_dir)
+    elif _try_mount("/sys", sys_dir, None, _linux.MS_BIND | _linux.MS_REC):
+        mounts.append(sys_dir)
+        _try_mount(None, sys_dir, None, _linux.MS_REMOUNT | _linux.MS_BIND | _linux.MS_RDONLY
+                   | flags)
+
+    dev = root / "dev"
+    stubs.ensure(dev, True)
+    _linux.mount("tmpfs", dev, "tmpfs", _linux.MS_NOSUID, "mode=755,size=65536k")
+    mounts.append(dev)
+    for name in DEVICES:
+        node = dev / name
+        node.touch(0o666)
+        if _try_mount(f"/dev/{name}", node, None, _linux.MS_BIND):
+            mounts.append(node)
+        else:
+            node.unlink()
+    for points_to, link in (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+                            ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"),
+                            ("/proc/kcore", "core")):
+        os.symlink(points_to, dev / link)
+    (dev / "pts").mkdir()
+    if _try_mount("devpts", dev / "pts", "devpts", _linux.MS_NOSUID | _linux.MS_NOEXEC,
+                  "newinstance,ptmxmode=0666,mode=0620"):
+        mounts.append(dev / "pts")
+        os.symlink("pts/ptmx", dev / "ptmx")
+    (dev / "shm").mkdir()
+    if _try_mount("shm", dev / "shm", "tmpfs", flags, "mode=1777,size=65536k"):
+        mounts.append(dev / "shm")
+
+    for source, name in ((hosts, "hosts"), (resolv, "resolv.conf")):
+        target = root / "etc" / name
+        if os.path.islink(target):
+            continue  # a symlink (e.g. to /run/systemd/resolve) is the image's choice: keep it
+        stubs.ensure(target, False)
+        _linux.mount(str(source), target, None, _linux.MS_BIND)
+        mounts.append(target)
+
+    with contextlib.suppress(OSError):
+        _linux.sethostname(hostname)
+    if new_net_ns:
+        _linux.loopback_up()
+    return mounts
+
+
+def setup_chroot(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
+                 extra_hosts: tuple[tuple[str, str], ...]) -> None:
+    """The chroot mode's stand-in: no mounts, so hosts/resolv.conf are copied in as stubs (only
+    where the image has none) and device nodes are made where CAP_MKNOD allows."""
+    hosts, resolv = write_etc_files(scratch, hostname, extra_hosts)
+    for source, name in ((hosts, "hosts"), (resolv, "resolv.conf")):
+        target = root / "etc" / name
+        if not os.path.lexists(target):
+            stubs.create(target, functools.partial(shutil.copyfile, source, target))
+    dev = root / "dev"
+    stubs.ensure(dev, True)
+    for name in DEVICES:
+        node = dev / name
+        if os.path.lexists(node):
+            continue
+        with contextlib.suppress(OSError):
+            rdev = os.stat(f"/dev/{name}").st_rdev
+            stubs.create(node, functools.partial(_make_device, node, rdev))
+
+
+def _make_device(node: Path, rdev: int) -> None:
+    """A character device ``node`` with mode 0666, as on a real /dev: mknod's mode is cut by
+    the umask (0644 would keep a non-root RUN user, e.g. apt's _apt, from writing /dev/null).
+    Removed again if the chmod fails, so no half-made stub is left unrecorded."""
+    os.mknod(node, 0o666 | stat.S_IFCHR, rdev)
+    try:
+        os.chmod(node, 0o666)
+    except OSError:
+        os.unlink(node)
+        raise
+
+
+# The single-id rootless mode's apt stand-in. apt drops to _apt (setgroups, setgid, setuid) for
+# its download methods and then checks getgid()/getuid(); the seccomp filter fakes the drop but
+# the ids stay 0, so apt stops with "Could not switch group". Deviation from BuildKit, in that
+# mode only: APT_CONFIG (which apt reads before /etc/apt/apt.conf.d) names a file on the
+# sandbox's own /dev tmpfs, never part of the snapshot, that keeps apt's methods running as
+# root. The RUN sees APT_CONFIG in its environment; a Dockerfile's own APT_CONFIG is kept (then
+# apt fails as before unless that file sets the same), and so is an apt.conf.d file that sets
+# APT::Sandbox::User itself.
+APT_CONFIG = "/dev/.ocibuild-apt.conf"
+APT_CONFIG_TEXT = '// ocibuild single-id sandbox: no real privilege drop possible\n' \
+    'APT::Sandbox::User "root";\n'
+
+
+def keep_apt_as_root(root: Path, env: dict[str, str]) -> None:
+    """Single-id mode, after :func:`setup_namespaced`: when the rootfs has /etc/apt and ``env``
+    no APT_CONFIG, write :data:`APT_CONFIG` into the /dev tmpfs and point ``env`` at it."""
+    if env.get("APT_CONFIG") or not safe_join(root, "etc/apt").is_dir():
+        return
+    try:
+        with open(root / APT_CONFIG.lstrip("/"), "x") as f:
+            f.write(APT_CONFIG_TEXT)
+    except OSError:
+        return  # e.g. a RUN --mount over /dev: apt then fails as before, other commands work
+    env["APT_CONFIG"] = APT_CONFIG
+
+
+def teardown(mounts: list[Path]) -> None:
+    """Unmount what :func:`setup_namespaced` mounted (lazily: a RUN may leave files open)."""
+    for target in reversed(mounts):
+        try:
+            _linux.umount(target, _linux.MNT_DETACH)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                raise

@@ -1,0 +1,331 @@
+"""The sandbox: run a Python function, or a RUN command, inside fresh namespaces.
+
+Process tree of one sandboxed operation (:func:`enter`)::
+
+    caller (ocibuild)            reads output + result pipes; maps ids for stage 1
+    └── stage 1                  fork; unshare(user) -> wait for the id map -> unshare(mount,
+        │                        pid, uts, ipc[, net]); PDEATHSIG so it dies with the caller
+        └── init (pid 1)         mounts the snapshot, runs the function, writes its result;
+            └── command          (RUN only) own mount ns, pivot_root, user, seccomp, execve
+
+Everything mounted lives in stage 1's private mount namespace and vanishes with it; when the
+caller dies (Ctrl-C, SIGKILL), stage 1 and init get SIGKILL through PDEATHSIG, and the kernel
+kills every process left in the pid namespace when init exits. In ``chroot`` mode there are no
+namespaces: init is a plain child that is a child subreaper and kills whatever the command left.
+
+Modes (:class:`Isolation`): ``rootless`` (user namespace, full or single id map), ``root``
+(namespaces, real ids), ``chroot`` (no namespaces, chroot only), ``none`` (no isolation at all:
+used for ``call``/``commit`` where nothing can RUN; never runs a command).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import selectors
+import signal
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ocibuild.errors import OcibuildError, SandboxError
+from ocibuild.executor import _linux
+from ocibuild.executor.userns import IdMap, write_maps
+
+Mode = Literal["rootless", "root", "chroot", "none"]
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """How the sandbox isolates: the mode and, for ``rootless``, the id map."""
+
+    mode: Mode
+    idmap: IdMap | None = None
+
+    @property
+    def namespaced(self) -> bool:
+        return self.mode in ("rootless", "root")
+
+    @property
+    def single_id(self) -> bool:
+        """Only one id exists inside: ownership changes can't be stored on disk."""
+        return self.mode == "rootless" and (self.idmap is None or not self.idmap.full)
+
+    @property
+    def keeps_records(self) -> bool:
+        """Whether snapshots carry OwnershipRecords: true ids the disk cannot hold (all ids
+        with one mapped id, ids beyond the sub-id range with a full map)."""
+        return self.mode in ("rootless", "none")
+
+    @property
+    def owns_files(self) -> bool:
+        """Whether the sandbox's root can chown files to any image id on disk."""
+        return self.mode in ("root", "chroot") or (self.mode == "rootless" and not self.single_id)
+
+
+class _PipeTable:
+    """The pipes of every sandbox this process is talking to (stages may run in threads).
+
+    A forked child inherits all of them; each child closes those that are not its own, or a
+    sandbox's caller would only see EOF once every other sandbox forked meanwhile has exited.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fds: set[int] = set()
+
+    def pipe(self) -> tuple[int, int]:
+        """A new close-on-exec pipe, recorded (call with ``lock`` held, around the fork)."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        self.fds.update((r, w))
+        return r, w
+
+    def close(self, *fds: int) -> None:
+        with self.lock:
+            self.close_locked(*fds)
+
+    def close_locked(self, *fds: int) -> None:
+        for fd in fds:
+            if fd >= 0:
+                self.fds.discard(fd)
+                os.close(fd)
+
+    def close_all_but(self, *keep: int) -> None:
+        """In a freshly forked child (single-threaded: no lock needed or safe to take)."""
+        for fd in self.fds - set(keep):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_PIPES = _PipeTable()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    exc: BaseException
+    trace: str
+
+
+def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = False,
+          output: Callable[[bytes], None] | None = None) -> Any:
+    """Call ``fn(*args)`` (plus ``out_fd=`` when ``output`` is given) in init and return its
+    result, which must be picklable.
+
+    ``fn`` runs as root of the sandbox's namespaces (with capabilities there). Bytes written to
+    ``out_fd`` by init or its children are passed to ``output`` as they arrive. An exception in
+    ``fn`` is raised here again (its remote traceback added as a note); a sandbox that dies
+    without an answer raises :class:`SandboxError`. Nothing is left running when this returns or
+    raises, including on KeyboardInterrupt.
+    """
+    with _PIPES.lock:
+        result_r, result_w = _PIPES.pipe()
+        up_r, up_w = _PIPES.pipe()  # stage 1 -> caller: "unshared, map me"
+        down_r, down_w = _PIPES.pipe()  # caller -> stage 1: "mapped"
+        out_r, out_w = _PIPES.pipe() if output else (-1, -1)
+        caller = os.getpid()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid:  # before another thread can fork a child that would inherit the child's ends
+            _PIPES.close_locked(result_w, up_w, down_r, out_w)
+    if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+        code = 70
+        try:
+            # Pipes of sandboxes other threads are running are not ours to hold open (their
+            # readers would wait for our exit to see EOF); nor are our parent's ends.
+            _PIPES.close_all_but(result_w, up_w, down_r, out_w)
+            code = _stage1(iso, fn, args, new_net, caller, result_w, up_w, down_r, out_w)
+        except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
+            _send(result_w, _Failure(exc, traceback.format_exc()))
+        finally:
+            os._exit(code)
+    status = None
+    try:
+        if iso.mode == "rootless":
+            if os.read(up_r, 1) == b"u":
+                assert iso.idmap is not None
+                write_maps(pid, iso.idmap)
+                os.write(down_w, b"m")
+        _PIPES.close(down_w)
+        down_w = -1
+        data = _pump(result_r, out_r, output)
+        status = os.waitpid(pid, 0)[1]
+    finally:
+        if status is None:
+            _stop(pid)
+        _PIPES.close(result_r, up_r, down_w, out_r)
+    if not data:
+        raise SandboxError(f"sandbox process died without an answer ({describe_status(status)})")
+    answer = pickle.loads(data)
+    if isinstance(answer, _Failure):
+        error = answer.exc
+        if not isinstance(error, OcibuildError):
+            error.add_note("in the sandbox:\n" + answer.trace)
+        raise error
+    return answer
+
+
+def _send(fd: int, value: Any) -> None:
+    try:
+        data = pickle.dumps(value)
+    except Exception as exc:  # noqa: BLE001 - an unpicklable result or exception
+        if isinstance(value, _Failure):
+            data = pickle.dumps(_Failure(SandboxError(f"{value.exc!r}"), value.trace))
+        else:
+            data = pickle.dumps(_Failure(SandboxError(f"sandbox result not picklable: {exc}"),
+                                         ""))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _pump(result_r: int, out_r: int, output: Callable[[bytes], None] | None) -> bytes:
+    """Read output (to ``output``) and the result until both pipes are closed."""
+    chunks: list[bytes] = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(result_r, selectors.EVENT_READ, "result")
+        if out_r >= 0:
+            sel.register(out_r, selectors.EVENT_READ, "output")
+        while sel.get_map():
+            for key, _ in sel.select():
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fd)
+                elif key.data == "result":
+                    chunks.append(chunk)
+                elif output is not None:
+                    output(chunk)
+    return b"".join(chunks)
+
+
+def _stage1(iso: Isolation, fn: Callable[..., Any], args: tuple[Any, ...], new_net: bool,
+            caller: int, result_w: int, up_w: int, down_r: int, out_w: int) -> int:
+    _linux.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != caller:
+        return 70  # the caller died before we could ask to die with it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if iso.mode == "rootless":
+        _linux.unshare(_linux.CLONE_NEWUSER)
+        os.write(up_w, b"u")
+        if os.read(down_r, 1) != b"m":
+            return 70  # the caller failed to map us; it reports why
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        _linux.set_pdeathsig(signal.SIGKILL)  # a credential change clears it
+    os.close(up_w)
+    os.close(down_r)
+    kwargs = {"out_fd": out_w} if out_w >= 0 else {}
+    if not iso.namespaced:
+        # No pid namespace to take our children down with us: as child subreaper, orphans of a
+        # RUN come back to us, and when the caller dies (or stops us) we kill them all first.
+        _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+        signal.signal(signal.SIGTERM, _die_with_children)
+        _linux.set_pdeathsig(signal.SIGTERM)
+        if os.getppid() != caller:
+            _die_with_children()
+        _send(result_w, fn(*args, **kwargs))
+        return 0
+    flags = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID | _linux.CLONE_NEWUTS | _linux.CLONE_NEWIPC
+    if new_net:
+        flags |= _linux.CLONE_NEWNET
+    _linux.unshare(flags)
+    _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+    init = os.fork()
+    if init == 0:
+        code = 70
+        try:
+            _linux.set_pdeathsig(signal.SIGKILL)
+            _send(result_w, fn(*args, **kwargs))
+            code = 0
+        except BaseException as exc:  # noqa: BLE001
+            _send(result_w, _Failure(exc, traceback.format_exc()))
+        finally:
+            os._exit(code)
+    os.close(result_w)
+    if out_w >= 0:
+        os.close(out_w)
+    status = os.waitpid(init, 0)[1]
+    return os.waitstatus_to_exitcode(status) & 0xFF
+
+
+def _die_with_children(*_: object) -> None:
+    kill_strays()
+    os._exit(128 + signal.SIGTERM)
+
+
+def _stop(pid: int) -> None:
+    """Stop the sandbox ``pid``: SIGTERM first (lets a chroot-mode init kill its children),
+    SIGKILL if it is still there after a moment."""
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def describe_status(status: int | None) -> str:
+    if status is None:
+        return "unknown status"
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def children_of(pid: int, proc: str = "/proc") -> list[int]:
+    """Pids whose parent is ``pid`` according to the proc mount ``proc``, which must belong to
+    our pid namespace (racy by nature: callers loop)."""
+    found = []
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_strays(keep: frozenset[int] = frozenset(), proc: str = "/proc") -> None:
+    """SIGKILL and reap every child of this process (orphans come to us as subreaper or pid 1)
+    except ``keep``, until none is left. ``proc`` must be a proc mount of our pid namespace;
+    as pid 1 without one, everything but us is killed (``keep`` too)."""
+    me = os.getpid()
+    try:
+        ours = os.readlink(f"{proc}/self") == str(me)
+    except OSError:
+        ours = False
+    if not ours:
+        if me == 1:
+            with contextlib.suppress(OSError):
+                os.kill(-1, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, 0):
+                    pass
+        return
+    for _ in range(1000):
+        strays = [p for p in children_of(me, proc) if p not in keep]
+        for p in strays:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        for p in strays:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(p, 0)
+        if not strays:
+            return

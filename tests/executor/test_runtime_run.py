@@ -1,0 +1,244 @@
+"""RUN in the sandbox, in every isolation x snapshotter pair this process can use."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ocibuild.errors import ExecutionError, SandboxError
+from ocibuild.executor.runtime import RunSpec, Runtime, Snapshot
+from ocibuild.testing.sandbox import BaseLayer, mounts_under
+
+pytestmark = [pytest.mark.rootless, pytest.mark.chroot, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def snap(sandbox_runtime: Runtime, busybox_layer: BaseLayer) -> Iterator[Snapshot]:
+    lower = sandbox_runtime.unpack_layer(busybox_layer.chain_id, busybox_layer.blob)
+    snapshot = sandbox_runtime.new_snapshot([lower])
+    yield snapshot
+    sandbox_runtime.remove(snapshot)
+    assert mounts_under(snapshot.path) == []
+
+
+def run(runtime: Runtime, snap: Snapshot, script: str, **kwargs: object) -> tuple[int, str]:
+    chunks: list[bytes] = []
+    code = runtime.run(snap, RunSpec(("/bin/sh", "-c", script), **kwargs),  # type: ignore[arg-type]
+                       chunks.append)
+    return code, b"".join(chunks).decode()
+
+
+def layer_entries(runtime: Runtime, snap: Snapshot, tmp_path: Path) -> dict[str, tarfile.TarInfo]:
+    blob = runtime.commit(snap, tmp_path / "layer.tar.gz")
+    with tarfile.open(blob.path) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def test_exit_codes_and_signals(sandbox_runtime: Runtime, snap: Snapshot) -> None:
+    assert run(sandbox_runtime, snap, "exit 0")[0] == 0
+    assert run(sandbox_runtime, snap, "exit 3")[0] == 3
+    assert run(sandbox_runtime, snap, "kill -9 $$")[0] == 128 + 9
+    code, out = run(sandbox_runtime, snap, "exec /no/such/program")
+    assert code == 127 and "no/such/program" in out
+
+
+def test_output_is_streamed_while_running(sandbox_runtime: Runtime, snap: Snapshot) -> None:
+    seen: list[tuple[float, bytes]] = []
+    sandbox_runtime.run(snap, RunSpec(("/bin/sh", "-c", "echo first; sleep 0.5; echo second >&2")),
+                        lambda b: seen.append((time.monotonic(), b)))
+    text = b"".join(b for _, b in seen)
+    assert text == b"first\nsecond\n"
+    first = next(t for t, b in seen if b"first" in b)
+    second = next(t for t, b in seen if b"second" in b)
+    assert second - first >= 0.4  # "first" arrived before the command ended
+
+
+def test_user_and_groups_from_the_rootfs(sandbox_runtime: Runtime, snap: Snapshot) -> None:
+    code, out = run(sandbox_runtime, snap, "id -u; id -g; id -G", user="bob")
+    assert code == 0, out
+    uid, gid, groups = out.split("\n")[:3]
+    assert (uid, gid) == ("1000", "1000")
+    if sandbox_runtime.isolation.single_id:
+        assert groups.split() == ["1000"]  # setgroups is impossible with one id
+    else:
+        assert sorted(groups.split()) == ["10", "1000"]
+    assert run(sandbox_runtime, snap, "id -u")[1] == "0\n"
+    with pytest.raises(ExecutionError, match="nobody"):
+        run(sandbox_runtime, snap, "id", user="nobody")
+
+
+def test_missing_workdir_is_created_for_the_user(sandbox_runtime: Runtime, snap: Snapshot,
+                                                  tmp_path: Path) -> None:
+    code, out = run(sandbox_runtime, snap, "pwd; touch made", cwd="/srv/app", user="bob")
+    assert (code, out) == (0, "/srv/app\n")
+    entries = layer_entries(sandbox_runtime, snap, tmp_path)
+    for name in ("srv", "srv/app"):
+        assert (entries[name].uid, entries[name].gid) == (1000, 1000)
+    assert entries["srv/app/made"].isfile()
+
+
+def test_environment_and_default_path(sandbox_runtime: Runtime, snap: Snapshot) -> None:
+    code, out = run(sandbox_runtime, snap, 'echo "$PATH|$GREETING"', env=("GREETING=hi there",))
+    assert out == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|hi there\n"
+    code, out = run(sandbox_runtime, snap, 'echo "$PATH"', env=("PATH=/bin",))
+    assert out == "/bin\n"
+
+
+def test_home_comes_from_the_users_passwd_entry(sandbox_runtime: Runtime,
+                                                snap: Snapshot) -> None:
+    """As runc: a missing or empty HOME is the passwd home of the RUN's uid, "/" without an
+    entry; a HOME in the env wins."""
+    for user, env, home in (("", (), "/root"), ("bob", (), "/home/bob"),
+                            ("1000:1000", (), "/home/bob"), ("4242", (), "/"),
+                            ("", ("HOME=",), "/root"), ("bob", ("HOME=/srv",), "/srv")):
+        code, out = run(sandbox_runtime, snap, 'echo "$HOME"; env | grep -c "^HOME="',
+                        user=user, env=env)
+        assert (code, out) == (0, f"{home}\n1\n"), (user, env)
+
+
+def test_network_none_has_only_loopback(sandbox_runtime: Runtime, snap: Snapshot) -> None:
+    if not sandbox_runtime.isolation.namespaced:
+        with pytest.raises(SandboxError, match="network namespace"):
+            run(sandbox_runtime, snap, "true", network="none")
+        return
+    code, out = run(sandbox_runtime, snap, "cat /proc/net/dev", network="none")
+    names = sorted(line.split(":")[0].strip() for line in out.splitlines()[2:])
+    assert (code, names) == (0, ["lo"])
+    code, out = run(sandbox_runtime, snap, "cat /sys/class/net/lo/operstate 2>/dev/null; "
+                    "grep -c lo /proc/net/dev", network="none")
+    assert code == 0
+
+
+def test_hosts_resolv_hostname_and_stubs_leave_no_trace(sandbox_runtime: Runtime,
+                                                        snap: Snapshot, tmp_path: Path) -> None:
+    code, out = run(sandbox_runtime, snap,
+                    "cat /etc/hosts; test -e /etc/resolv.conf && echo resolv; "
+                    "test -c /dev/null && echo devnull; echo x > /dev/null",
+                    extra_hosts=(("db.local", "10.1.2.3"),))
+    assert code == 0, out
+    assert "127.0.0.1\tlocalhost buildkitsandbox" in out and "resolv" in out
+    assert "10.1.2.3\tdb.local" in out
+    assert "devnull" in out
+    if sandbox_runtime.isolation.namespaced:
+        assert run(sandbox_runtime, snap, "hostname")[1] == "buildkitsandbox\n"
+        assert run(sandbox_runtime, snap, "test -r /proc/self/status && echo proc")[1] == "proc\n"
+        code, out = run(sandbox_runtime, snap, "test -d /sys/class && ! touch /sys/x 2>/dev/null")
+        assert code == 0, out
+    # Nothing of /proc, /dev, /etc/hosts or /etc/resolv.conf (absent from the image) remains:
+    # no empty stub, no whiteout, not even /etc as a changed directory.
+    assert layer_entries(sandbox_runtime, snap, tmp_path) == {}
+
+
+def test_changes_are_what_the_run_did(sandbox_runtime: Runtime, snap: Snapshot,
+                                      tmp_path: Path) -> None:
+    code, out = run(sandbox_runtime, snap, "echo new > /data/new; rm /data/delete-me; "
+                    "echo changed > /data/modify-me; echo hi >> /etc/passwd")
+    assert code == 0, out
+    entries = layer_entries(sandbox_runtime, snap, tmp_path)
+    assert set(entries) == {"data", "data/new", "data/.wh.delete-me", "data/modify-me", "etc",
+                            "etc/passwd"}
+
+
+def test_ownership_calls_succeed(sandbox_runtime: Runtime, snap: Snapshot,
+                                 tmp_path: Path) -> None:
+    code, out = run(sandbox_runtime, snap,
+                    "touch /owned && chown 123:456 /owned && mkfifo /fifo && echo ok")
+    assert (code, out) == (0, "ok\n")
+    code, out = run(sandbox_runtime, snap, "mknod /dev-node c 1 3")
+    # Device nodes: real as root, faked with one id, refused by the kernel in a user namespace
+    # with a full id map (as with podman and BuildKit rootless).
+    assert code == (1 if sandbox_runtime.isolation.owns_files
+                    and sandbox_runtime.isolation.mode == "rootless" else 0), out
+    entries = layer_entries(sandbox_runtime, snap, tmp_path)
+    assert entries["fifo"].isfifo()
+    if sandbox_runtime.isolation.single_id:
+        # Faked by the seccomp filter: the RUN goes on, the change is not kept, we warn.
+        assert (entries["owned"].uid, entries["owned"].gid) == (0, 0)
+        assert any("ownership changes" in w for w in sandbox_runtime.warnings)
+    else:
+        assert (entries["owned"].uid, entries["owned"].gid) == (123, 456)
+        if sandbox_runtime.isolation.mode != "rootless":
+            assert entries["dev-node"].ischr() and entries["dev-node"].devmajor == 1
+
+
+def test_require_run_names_what_is_missing() -> None:
+    from ocibuild.executor.detect import Detected
+    from ocibuild.executor.sandbox import Isolation
+
+    runtime = Runtime(Detected(Isolation("none"), "copy", False, "user namespaces disabled"),
+                      None, Path("/nonexistent"), False, None)
+    with pytest.raises(SandboxError, match="user namespaces disabled"):
+        runtime.require_run()
+
+
+def test_files_made_by_the_user_belong_to_the_user(sandbox_runtime: Runtime, snap: Snapshot,
+                                                   tmp_path: Path) -> None:
+    code, out = run(sandbox_runtime, snap, "mkdir d && echo x > d/f && echo y >> .profile",
+                    user="bob", cwd="/home/bob")
+    assert code == 0, out
+    entries = layer_entries(sandbox_runtime, snap, tmp_path)
+    for name in ("home/bob/d", "home/bob/d/f", "home/bob/.profile"):
+        assert (entries[name].uid, entries[name].gid) == (1000, 1000), name
+    assert entries["home/bob/d/f"].mode == 0o644
+
+
+def test_run_mounts_are_seen_and_leave_no_trace(sandbox_runtime: Runtime, snap: Snapshot,
+                                                tmp_path: Path) -> None:
+    from ocibuild.executor.runtime import RunMount
+
+    src = tmp_path / "cache"
+    src.mkdir()
+    (src / "in").write_text("from host\n")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(src, 0o777)
+    mounts = (RunMount("/mnt/ro", "bind", src, True), RunMount("/var/cache/rw", "bind", src,
+                                                                 False),
+              RunMount("/scratch", "tmpfs", None, False))
+    script = ("cat /mnt/ro/in; (echo x > /mnt/ro/no) 2>/dev/null || echo ro; "
+              "echo kept > /var/cache/rw/out; echo t > /scratch/t; echo ok")
+    if not sandbox_runtime.isolation.namespaced:
+        with pytest.raises(SandboxError, match="mount namespaces"):
+            run(sandbox_runtime, snap, script, mounts=mounts)
+        return
+    code, out = run(sandbox_runtime, snap, script, mounts=mounts)
+    assert (code, out) == (0, "from host\nro\nok\n")
+    assert (src / "out").read_text() == "kept\n"
+    assert layer_entries(sandbox_runtime, snap, tmp_path) == {}
+
+
+
+def test_dev_nodes_are_writable_by_any_user(sandbox_runtime: Runtime, snap: Snapshot,
+                                            tmp_path: Path) -> None:
+    """/dev/null and friends are 0666 as on a real /dev (chroot mode makes them with mknod,
+    where the umask must not apply), so a non-root RUN user can write them; none of them, nor
+    /dev itself (absent from the image), reaches the layer."""
+    script = ("stat -c '%a %F' /dev/null /dev/zero /dev/full; echo x > /dev/null && "
+              "head -c 3 /dev/zero | wc -c && id -u")
+    code, out = run(sandbox_runtime, snap, script, user="65534:65534")
+    assert code == 0, out
+    assert out.splitlines() == ["666 character special file"] * 3 + ["3", "65534"]
+    assert layer_entries(sandbox_runtime, snap, tmp_path) == {}
+
+
+def test_apt_is_kept_as_root_only_with_one_id(sandbox_runtime: Runtime, snap: Snapshot,
+                                              tmp_path: Path) -> None:
+    """With one mapped id apt cannot really drop to _apt (its check of getgid() after the faked
+    setgid fails), so RUN points APT_CONFIG at a file outside the snapshot that keeps apt's
+    methods as root; every other mode leaves apt alone. Nothing of it reaches the layer."""
+    assert run(sandbox_runtime, snap, "mkdir -p /etc/apt")[0] == 0
+    code, out = run(sandbox_runtime, snap, 'echo "[$APT_CONFIG]"; '
+                    '[ -z "$APT_CONFIG" ] || cat "$APT_CONFIG"')
+    assert code == 0, out
+    if sandbox_runtime.isolation.single_id:
+        assert out.startswith("[/dev/"), out
+        assert 'APT::Sandbox::User "root";' in out
+    else:
+        assert out.startswith("[]\n"), out
+    code, out = run(sandbox_runtime, snap, 'echo "[$APT_CONFIG]"', env=("APT_CONFIG=/mine",))
+    assert (code, out) == (0, "[/mine]\n")  # the Dockerfile's own choice is kept
+    assert set(layer_entries(sandbox_runtime, snap, tmp_path)) == {"etc", "etc/apt"}
