@@ -41,6 +41,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-from", action="append", default=[])
     p.add_argument("--cache-to", action="append", default=[])
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH|env=VAR")
+    p.add_argument("--build-context", action="append", default=[],
+                   metavar="NAME=oci-layout://PATH[:TAG|@DIGEST]|docker-image://REF|DIR",
+                   help="named context: FROM NAME / COPY --from=NAME use it instead of a registry")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]")
     p.add_argument("--progress", default="auto", choices=("auto", "plain", "tty", "quiet"))
     p.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")

@@ -1,0 +1,316 @@
+"""``build(options) -> BuildResult``: the whole build, and ``run_build_cli`` for ``python -m
+ocibuild [flags] CONTEXT``.
+
+Data flow (DESIGN.md): context + Dockerfile -> parse -> resolve FROM configs -> plan -> run the
+stages wave by wave (stages of a wave in parallel threads) -> final image -> outputs. Only the
+stages the target needs run; every external image is pulled once; an output appears whole or
+not at all (each writer builds beside its destination and renames).
+
+Warnings (unused build args, the rootless single-id limitation) reach the user once each on
+the progress stream (``Progress.warn``) and are returned in ``BuildResult.warnings``. Pulled
+images and the built image are gc roots of the store (``ocibuild prune`` keeps what the next
+build of the same Dockerfile needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocibuild.digest import Digest
+from ocibuild.errors import UsageError
+from ocibuild.executor.progress import make_progress
+from ocibuild.executor.pull import ImageSource, NamedContext
+from ocibuild.executor.stage import BuildServices, StageRunner, now_rfc3339
+from ocibuild.image import Image, ImageConfig
+from ocibuild.plan.model import RunStep
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything a build needs, as ``docker buildx build`` spells it. ``outputs`` are raw
+    ``--output`` specs; ``secrets``/``ssh``/``build_contexts`` raw flag values."""
+
+    context: str
+    dockerfile: str | None = None
+    tags: tuple[str, ...] = ()
+    target: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    platform: str | None = None
+    outputs: tuple[str, ...] = ()
+    push: bool = False
+    secrets: tuple[str, ...] = ()
+    ssh: tuple[str, ...] = ()
+    build_contexts: tuple[str, ...] = ()
+    progress: str = "auto"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    isolation: str = "auto"
+    snapshotter: str = "auto"
+    insecure_registries: tuple[str, ...] = ()
+    compression: str = "gzip"
+    compression_level: int | None = None
+    metadata_file: str | None = None
+    iidfile: str | None = None
+    no_cache: bool = False
+    store_root: Path | None = None
+    progress_stream: Any = None  # a text stream; stderr by default
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The final image, its digests (OCI manifest unless every output asked for Docker media
+    types), the stages that ran (Dockerfile indexes, in order) and what was written."""
+
+    image: Image
+    manifest_digest: Digest
+    config_digest: Digest
+    stages: tuple[int, ...]
+    outputs: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _kv(items: list[str] | tuple[str, ...], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid {what} {item!r}: want KEY=VALUE")
+        if not sep:
+            env = os.environ.get(key)
+            if env is None:
+                continue  # like docker: --build-arg NAME takes NAME from the environment
+            value = env
+        out[key] = value
+    return out
+
+
+def options_from_args(args: argparse.Namespace) -> BuildOptions:
+    progress = "quiet" if getattr(args, "quiet", False) else args.progress
+    return BuildOptions(
+        context=args.context,
+        dockerfile=args.file,
+        tags=tuple(args.tag),
+        target=args.target,
+        build_args=_kv(args.build_arg, "--build-arg"),
+        platform=args.platform,
+        outputs=tuple(args.output),
+        push=args.push,
+        secrets=tuple(args.secret),
+        ssh=tuple(args.ssh),
+        build_contexts=tuple(getattr(args, "build_context", []) or ()),
+        progress=progress,
+        labels=_kv(args.label, "--label"),
+        annotations=_kv(args.annotation, "--annotation"),
+        isolation=args.isolation,
+        snapshotter=args.snapshotter,
+        insecure_registries=tuple(args.insecure_registry),
+        compression=args.compression,
+        compression_level=args.compression_level,
+        metadata_file=args.metadata_file,
+        iidfile=args.iidfile,
+        no_cache=args.no_cache,
+    )
+
+
+def run_build_cli(args: argparse.Namespace) -> int:
+    """The build verb: exit 0 only when every output exists."""
+    if getattr(args, "load", False):
+        raise UsageError("--load needs a docker daemon",
+                         hint="write a docker archive instead: --output type=docker,dest=FILE")
+    options = options_from_args(args)
+    if args.cache_from or args.cache_to:
+        # XXX: no cache import/export yet; say so rather than ignore the flags silently.
+        print("warning: --cache-from/--cache-to are not supported yet and were ignored",
+              file=sys.stderr)
+    result = build(options)  # its warnings went to stderr through the progress
+    if options.progress == "quiet":
+        print(result.manifest_digest)
+    return 0
+
+
+def build(options: BuildOptions) -> BuildResult:
+    """Build the target stage and write the outputs. Raises an ``OcibuildError`` subclass."""
+    from ocibuild.dockerfile.parser import parse
+    from ocibuild.executor.context import load_dockerfile, open_context
+    from ocibuild.output.export import plan_outputs, write_outputs
+    from ocibuild.plan.planner import base_images, make_plan
+    from ocibuild.store.blobs import BlobStore
+
+    outputs = plan_outputs(options)  # validate every flag before any work
+    secrets, ssh = _secrets(options.secrets), _ssh(options.ssh)
+    epoch = _epoch(options.build_args)
+    progress = make_progress(options.progress, options.progress_stream)
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        if message not in warnings:
+            warnings.append(message)
+        progress.warn(message)
+
+    store = BlobStore(options.store_root)
+    stack = contextlib.ExitStack()
+    named = {nc.name: nc for nc in (NamedContext.parse(s) for s in options.build_contexts)}
+    images = ImageSource(store, lambda: _client(options), named,
+                         on_pull=lambda ref: progress.vertex(f"[internal] pull {ref}"))
+    runtime = None
+    mounts = None
+    runner = None
+    try:
+        context = stack.enter_context(open_context(options.context, options.dockerfile))
+        with progress.step("[internal] load build definition from "
+                           f"{options.dockerfile or 'Dockerfile'}"):
+            name, text = load_dockerfile(context, options.dockerfile)
+            dockerfile = parse(text, name)
+        bases = {}
+        for ref in base_images(dockerfile, options.target, options.build_args, options.platform):
+            with progress.step(f"[internal] load metadata for {ref.ref}"):
+                bases[ref.ref] = images.base_config(ref)
+        plan = make_plan(dockerfile, bases, options.target, options.build_args, options.platform)
+        for message in plan.warnings:
+            warn(message)
+        from ocibuild.executor.mounts import RunMounts
+        from ocibuild.executor.runtime import Runtime
+
+        needs_run = any(isinstance(step, RunStep) for st in plan.stages for step in st.steps)
+        # need_run: a plan with RUN fails here, before any layer is pulled, naming what is
+        # missing; warn: the single-id limitation is shown when the first RUN starts.
+        runtime = Runtime.detect(isolation=options.isolation, snapshotter=options.snapshotter,
+                                 store=store, need_run=needs_run, warn=warn)
+        mounts = RunMounts(store, context.root, images, secrets, ssh)
+        services = BuildServices(
+            store=store, runtime=runtime, progress=progress, images=images.image,
+            context_dir=context.root, context=context,
+            compression=_layer_compression(options.compression),
+            compression_level=options.compression_level, source_date_epoch=epoch,
+            created=now_rfc3339(epoch), run_mounts=mounts,
+        )
+        runner = StageRunner(services, plan, local_dir=images.local_dir)
+        by_index = {s.index: s for s in plan.stages}
+        for wave in plan.groups:
+            stages = [by_index[i] for i in wave if i in by_index]
+            if len(stages) == 1:
+                runner.run_stage(stages[0])
+                continue
+            with ThreadPoolExecutor(max_workers=len(stages)) as pool:
+                futures = [pool.submit(runner.run_stage, s) for s in stages]
+            for f in futures:
+                f.result()  # the first failure, in plan order
+        image = _finish(runner.results[plan.target].image, options.labels)
+        written, metadata, manifest_digest = write_outputs(outputs, image, store, images, runner,
+                                                           options, progress)
+        _record_roots(store, image, options)
+        result = BuildResult(
+            image=image,
+            manifest_digest=manifest_digest,
+            config_digest=image.config.digest,
+            stages=tuple(s.index for s in plan.stages),
+            outputs=tuple(written),
+            warnings=tuple(warnings),
+            metadata=metadata,
+        )
+        if options.metadata_file or options.iidfile:
+            from ocibuild.output.export import write_metadata
+
+            write_metadata(options, result)
+        return result
+    finally:
+        if runner is not None:
+            runner.close()
+        progress.close()
+        if mounts is not None:
+            mounts.close()
+        if runtime is not None:
+            runtime.close()
+        images.close()
+        stack.close()
+
+
+def build_root(options: BuildOptions) -> str:
+    """The gc root name of a build's result: one per context, Dockerfile, target and platform,
+    so rebuilding replaces it (the previous result's layers can then go)."""
+    context = options.context if "://" in options.context else str(Path(options.context).resolve())
+    return (f"build:{context}:{options.dockerfile or 'Dockerfile'}:{options.target or ''}:"
+            f"{options.platform or ''}")
+
+
+def _record_roots(store: Any, image: Image, options: BuildOptions) -> None:
+    """Keep the built image in the store under its build and under each ``--tag``."""
+    from ocibuild.store.images import record_image
+
+    for name in (build_root(options), *(f"tag:{t}" for t in options.tags)):
+        record_image(store, name, image)
+
+
+def _finish(image: Image, labels: Mapping[str, str]) -> Image:
+    """``--label`` values land on the final image's config (as buildx does)."""
+    if not labels:
+        return image
+    data = image.config.to_json()
+    inner = data.setdefault("config", {})
+    merged = dict(inner.get("Labels") or {})
+    merged.update(labels)
+    inner["Labels"] = merged
+    return image.with_config(ImageConfig(data))
+
+
+def _epoch(build_args: Mapping[str, str]) -> int | None:
+    value = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise UsageError(f"invalid SOURCE_DATE_EPOCH {value!r}: want seconds") from exc
+
+
+def _layer_compression(name: str) -> str:
+    return "none" if name == "uncompressed" else name
+
+
+def _client(options: BuildOptions) -> Any:
+    from ocibuild.registry.client import RegistryClient
+
+    return RegistryClient.from_environment(insecure_hosts=options.insecure_registries)
+
+
+def _secrets(specs: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """``--secret id=ID,src=PATH|env=VAR`` -> {id: ("file"|"env", value)} (read at RUN time,
+    never stored)."""
+    out: dict[str, tuple[str, str]] = {}
+    for spec in specs:
+        fields = dict(f.partition("=")[::2] for f in spec.split(",") if f)
+        ident = fields.get("id")
+        src = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        if src is None and env is None and ident:
+            env, src = (ident, None) if ident in os.environ else (None, None)
+        if not ident:
+            ident = Path(src).name if src else env or ""
+        if not ident or (src is None and env is None):
+            raise UsageError(f"invalid --secret {spec!r}: want id=ID,src=PATH or id=ID,env=VAR")
+        if src is not None and not Path(src).is_file():
+            raise UsageError(f"--secret {ident}: {src} is not a file")
+        out[ident] = ("file", str(Path(src).resolve())) if src is not None else ("env", env or "")
+    return out
+
+
+def _ssh(specs: tuple[str, ...]) -> dict[str, str]:
+    """``--ssh default|ID[=SOCKET]`` -> {id: socket path}; ``default`` is $SSH_AUTH_SOCK."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        ident, sep, sock = spec.partition("=")
+        if not sep:
+            sock = os.environ.get("SSH_AUTH_SOCK", "")
+            if not sock:
+                raise UsageError(f"--ssh {ident}: SSH_AUTH_SOCK is not set")
+        out[ident or "default"] = sock
+    return out

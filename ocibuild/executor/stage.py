@@ -1,0 +1,391 @@
+"""The stage loop: runs one ``PlannedStage`` step by step and derives its ``Image``.
+
+Per step, as BuildKit does it:
+
+- RUN: a snapshot over the stage's layers, the command in the sandbox (``runtime.run``), the
+  snapshot's diff committed as a layer (``runtime.commit``) into the store, ``append``.
+- COPY/ADD: a snapshot, G1's ``copy_into`` run inside the namespace (``runtime.call``) with the
+  source (context, stage or image) mounted read only, commit, ``append``.
+- WORKDIR: the config edit, then the directory created with missing parents, owned by the
+  current USER (BuildKit's ``Mkdir`` with ``WithUser``), committed as a layer unless it is ``/``.
+- everything else: a config edit and an ``empty_layer`` history entry (``configedit``).
+
+Every layer a step produces is unpacked once per chain id by the runtime and reused as a lower
+directory by the next step and by every stage or build that shares it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocibuild.digest import Digest
+from ocibuild.dockerfile import model as df
+from ocibuild.errors import ExecutionError, OcibuildError
+from ocibuild.executor import configedit as ce
+from ocibuild.executor.command import RunSpec
+from ocibuild.executor.progress import Progress, Vertex
+from ocibuild.fs.safepath import safe_join
+from ocibuild.image import Descriptor, History, Image, ImageConfig, Layer, append, chain_ids
+from ocibuild.image.config import format_time
+from ocibuild.plan.model import (
+    BuildPlan,
+    ConfigStep,
+    ContextRef,
+    CopyStep,
+    ImageRef,
+    PlannedStage,
+    RunStep,
+    Scratch,
+    Source,
+    StageRef,
+    Step,
+)
+
+_HEREDOC_ONLY = re.compile(r"^<<-?\s*(['\"]?)([^'\"\s]+)\1\s*$")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A finished stage: its image (layers in the store; unpacked only when something uses
+    them, through ``BuildServices.layer_dirs``)."""
+
+    index: int
+    image: Image
+
+
+@dataclass
+class BuildServices:
+    """What the stage loop needs from the outside, passed in explicitly by ``build``.
+
+    ``images(ref)`` returns a pulled (or named-context) base image with its layers in the store;
+    ``context_dir`` is the build context root after ``.dockerignore``; ``mounts`` turns a RUN
+    step's plan mounts into the runtime's mount specs (see ``executor.mounts``).
+    """
+
+    store: Any  # BlobStore
+    runtime: Any  # Runtime
+    progress: Progress
+    images: Callable[[ImageRef], Image]
+    context_dir: Path
+    context: Any = None  # executor.context.BuildContext (ignore rules for COPY)
+    compression: str = "gzip"
+    compression_level: int | None = None
+    source_date_epoch: int | None = None  # clamps file mtimes in new layers
+    created: str = ""  # RFC 3339 time stamped on history entries and the config
+    hostname: str = "buildkitsandbox"
+    run_mounts: Any = None  # executor.mounts.RunMounts
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _layer_dirs: dict[str, Path] = field(default_factory=dict)
+
+    def adopt_upper(self, snap: Any, chain: Digest) -> None:
+        """Keep an overlay snapshot's upper dir as the unpacked dir of the layer just committed
+        from it: it holds exactly that diff, in the store's overlay whiteout format, so the
+        next step need not unpack the layer and the snapshot's removal has little left to do.
+        Other snapshot kinds (copy, fuse-overlayfs) are left alone."""
+        if getattr(snap, "kind", None) != "overlay" or not os.path.isdir(snap.upper):
+            return
+        from ocibuild.fs.ownership import RECORD_NAME
+
+        def fill(tmp: Path) -> None:
+            os.rename(snap.upper, tmp / "fs")
+            if os.path.exists(snap.record_path):
+                shutil.copyfile(snap.record_path, tmp / RECORD_NAME)
+
+        path = Path(self.store.snapshot(chain, fill)) / "fs"
+        with self._lock:
+            self._layer_dirs[str(chain)] = path
+
+    def layer_dirs(self, image: Image) -> tuple[Path, ...]:
+        """Unpacked dirs of ``image``'s layers, top-most first (unpacked once per chain id)."""
+        dirs: list[Path] = []
+        for layer, chain in zip(image.layers, chain_ids(image.config.diff_ids), strict=True):
+            key = str(chain)
+            with self._lock:
+                known = self._layer_dirs.get(key)
+            if known is None:
+                known = self.runtime.unpack_layer(chain, self.store.path(layer.digest))
+                with self._lock:
+                    self._layer_dirs[key] = known
+            dirs.append(known)
+        return tuple(reversed(dirs))
+
+
+def step_name(stage: PlannedStage, number: int, total: int, text: str) -> str:
+    """``[build 2/4] RUN make`` (BuildKit pads the step number to the total's width)."""
+    width = len(str(total))
+    prefix = f"{stage.name} " if stage.name else ""
+    return f"[{prefix}{number:>{width}}/{total}] {text}"
+
+
+def instruction_text(instr: df.Instruction) -> str:
+    keyword, _, rest = instr.original.strip().partition(" ")
+    return f"{keyword.upper()} {rest.strip()}".strip()
+
+
+class StageRunner:
+    """Runs the stages of one plan; ``results`` fills as stages finish (thread safe)."""
+
+    def __init__(self, services: BuildServices, plan: BuildPlan,
+                 local_dir: Callable[[ImageRef], Path | None] | None = None):
+        self.s = services
+        self.plan = plan
+        self._local_dir = local_dir
+        self.results: dict[int, StageResult] = {}
+        self._lock = threading.Lock()
+        # Removing a snapshot of many files costs as much as writing it: done in the
+        # background, overlapping the next steps and the export; ``close`` waits for it.
+        self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-rm")
+        self._removals: list[Future[None]] = []
+
+    def discard(self, snap: Any) -> None:
+        self._removals.append(self._remover.submit(self.s.runtime.remove, snap))
+
+    def close(self) -> None:
+        """Wait until every used snapshot is removed (the first failure is raised)."""
+        self._remover.shutdown(wait=True)
+        for f in self._removals:
+            f.result()
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def result(self, index: int) -> StageResult:
+        with self._lock:
+            if index not in self.results:
+                raise ExecutionError(f"stage {index} has not been built yet")
+            return self.results[index]
+
+    def source_lowers(self, source: Source) -> tuple[Path, ...]:
+        """The read-only layer stack a COPY/mount source stands for."""
+        match source:
+            case ContextRef():
+                return (self.s.context_dir,)
+            case StageRef(index=index):
+                return self.s.layer_dirs(self.result(index).image)
+            case ImageRef():
+                local = self._local_dir(source) if self._local_dir else None
+                if local is not None:
+                    return (local,)
+                return self.s.layer_dirs(self.s.images(source))
+            case Scratch():
+                return ()
+        raise AssertionError(source)
+
+    def base(self, stage: PlannedStage) -> tuple[Image, str]:
+        """The stage's starting image and the FROM text for progress."""
+        match stage.base:
+            case Scratch():
+                os_name, _, rest = stage.platform.partition("/")
+                arch, _, variant = rest.partition("/")
+                cfg = ce.empty_config(os_name or "linux", arch or "amd64", variant)
+                return Image(ImageConfig(cfg)), "FROM scratch"
+            case StageRef(index=index):
+                done = self.result(index)
+                cfg = ce.start_stage(done.image.config.to_json())
+                return Image(ImageConfig(cfg), done.image.layers), ""
+            case ImageRef(ref=ref):
+                image = self.s.images(stage.base)
+                cfg = ce.start_stage(image.config.to_json())
+                return Image(ImageConfig(cfg), image.layers), f"FROM {ref}"
+        raise AssertionError(stage.base)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run_stage(self, stage: PlannedStage) -> StageResult:
+        total = len(stage.steps) + 1
+        image, from_text = self.base(stage)
+        if from_text:
+            with self.s.progress.step(step_name(stage, 1, total, from_text)):
+                pass
+        cmd_set = False
+        for number, step in enumerate(stage.steps, start=2):
+            name = step_name(stage, number, total, instruction_text(step.instruction))
+            vertex = self.s.progress.vertex(name)
+            try:
+                image = self.run_step(stage, step, image, cmd_set, vertex)
+            except OcibuildError as exc:
+                if exc.location is None:
+                    exc.location = step.instruction.location
+                vertex.error(exc.message)
+                raise
+            except Exception as exc:
+                vertex.error(str(exc))
+                raise ExecutionError(f"{step.instruction.keyword}: {exc}",
+                                     location=step.instruction.location) from exc
+            vertex.done()
+            if isinstance(step, ConfigStep) and isinstance(step.instruction, df.Cmd):
+                cmd_set = True
+        if self.s.created:
+            image = image.with_config(image.config.with_created(self.s.created))
+        result = StageResult(stage.index, image)
+        with self._lock:
+            self.results[stage.index] = result
+        return result
+
+    def run_step(self, stage: PlannedStage, step: Step, image: Image, cmd_set: bool,
+                 vertex: Vertex) -> Image:
+        match step:
+            case RunStep():
+                return self._run(stage, step, image, vertex)
+            case CopyStep():
+                return self._copy(step, image)
+            case ConfigStep(instruction=instr):
+                cfg, hist = ce.apply_config(image.config.to_json(), instr, cmd_set=cmd_set,
+                                            created=self.s.created or None)
+                image = image.with_config(ImageConfig(cfg))
+                if isinstance(instr, df.Workdir):
+                    wd = cfg["config"]["WorkingDir"]
+                    if wd != "/":
+                        user = (cfg.get("config") or {}).get("User", "")
+                        return self._commit_call(image, f"WORKDIR {wd}", make_workdir, wd, user)
+                if hist is None:
+                    return image
+                return append(image, None, History.from_json(hist))
+        raise AssertionError(step)
+
+    # -- RUN -------------------------------------------------------------------------------
+
+    def _run(self, stage: PlannedStage, step: RunStep, image: Image, vertex: Vertex) -> Image:
+        cfg = image.config.to_json()
+        argv, script = run_argv(cfg, step)
+        env = ce.env_map(cfg)
+        env.update(dict(step.build_args))
+        inner = cfg.get("config") or {}
+        created_by = ce.run_created_by(argv, step.history_args)
+        runtime = self.s.runtime
+        snap = runtime.new_snapshot(self.s.layer_dirs(image))
+        try:
+            with contextlib.ExitStack() as stack:
+                mounts: list[Any] = []
+                if self.s.run_mounts is not None:
+                    mounts, extra_env = stack.enter_context(
+                        self.s.run_mounts.prepare(self, step, script, snap))
+                    env.update(extra_env)
+                spec = RunSpec(
+                    argv=tuple(argv),
+                    env=tuple(f"{k}={v}" for k, v in env.items()),
+                    cwd=inner.get("WorkingDir") or "/",
+                    user=inner.get("User") or "",
+                    hostname=self.s.hostname,
+                    network=step.network,  # type: ignore[arg-type]
+                    mounts=tuple(mounts),
+                )
+                code = runtime.run(snap, spec, vertex.log)
+            if code != 0:
+                shown = " ".join(argv)
+                raise ExecutionError(
+                    f'process "{shown}" did not complete successfully: exit code: {code}',
+                    location=step.instruction.location,
+                )
+            return self._commit(image, snap, created_by)
+        finally:
+            self.discard(snap)
+
+    # -- COPY / ADD ------------------------------------------------------------------------
+
+    def _copy(self, step: CopyStep, image: Image) -> Image:
+        from ocibuild.executor.copy import copy_into
+
+        cfg = image.config.to_json()
+        workdir = (cfg.get("config") or {}).get("WorkingDir") or "/"
+        instr = step.instruction
+        assert isinstance(instr, df.CopyBase)
+        created_by = ce.copy_created_by(instr, step.sources, step.dest, step.chown, step.chmod,
+                                        step.parents)
+        roots = {"src": self.source_lowers(step.source)}
+        ignore = None
+        if isinstance(step.source, ContextRef) and self.s.context is not None:
+            ignore = self.s.context.ignore
+        return self._commit_call(image, created_by, copy_into, step, workdir, ignore,
+                                 roots=roots)
+
+    # -- commit helpers --------------------------------------------------------------------
+
+    def _commit_call(self, image: Image, created_by: str, fn: Callable[..., Any], *args: Any,
+                     roots: Mapping[str, Sequence[Path]] | None = None) -> Image:
+        """Run ``fn`` in a snapshot of ``image`` (``runtime.call``) and commit the result."""
+        runtime = self.s.runtime
+        snap = runtime.new_snapshot(self.s.layer_dirs(image))
+        try:
+            runtime.call(snap, fn, *args, roots=dict(roots or {}))
+            return self._commit(image, snap, created_by)
+        finally:
+            self.discard(snap)
+
+    def _commit(self, image: Image, snap: Any, created_by: str) -> Image:
+        """Diff ``snap`` into a layer in the store and append it (``created_by`` already
+        carries `` # buildkit`` where BuildKit puts it)."""
+        store = self.s.store
+        tmp = store.tempdir("layer-")
+        try:
+            blob = self.s.runtime.commit(snap, tmp / "layer", self.s.compression,
+                                         self.s.compression_level, self.s.source_date_epoch)
+            # Hashed as it was written, on the store's filesystem: moved in, not copied.
+            store.adopt(blob.path, blob.digest, blob.size)
+        finally:
+            _rmtree(tmp)
+        layer = Layer(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id)
+        history = History(created=self.s.created or None, created_by=created_by,
+                          comment=ce.HISTORY_COMMENT)
+        new = append(image, layer, history)
+        self.s.adopt_upper(snap, chain_ids(new.config.diff_ids)[-1])
+        return new
+
+
+def run_argv(cfg: dict[str, Any], step: RunStep) -> tuple[list[str], tuple[str, str] | None]:
+    """RUN's argv under the stage's SHELL, heredocs applied as BuildKit's ``dispatchRun`` does.
+
+    Returns ``(argv, script)``; ``script`` is ``(name, data)`` when a single heredoc with a
+    shebang becomes a file run from ``/dev/pipes/<name>`` (the caller mounts it there).
+    """
+    command = step.command
+    if step.heredocs and isinstance(command, df.ShellForm):
+        text = command.text
+        m = _HEREDOC_ONLY.match(text.strip())
+        if m and len(step.heredocs) == 1:
+            doc = step.heredocs[0]
+            if doc.content.startswith("#!"):
+                return ce.with_shell(cfg, df.ShellForm(f"/dev/pipes/{doc.name}")), (doc.name,
+                                                                                    doc.content)
+            return ce.with_shell(cfg, df.ShellForm(doc.content)), None
+        parts = [text]
+        for doc in step.heredocs:
+            parts.append("\n" + doc.content + doc.name)
+        return ce.with_shell(cfg, df.ShellForm("".join(parts))), None
+    return ce.with_shell(cfg, command), None
+
+
+def make_workdir(ctx: Any, path: str, user: str) -> None:
+    """Create ``path`` with missing parents (0755) inside ``ctx.root``, owned by ``user``
+    resolved like COPY --chown (BuildKit's Mkdir ``WithUser``); existing dirs are untouched."""
+    from ocibuild.executor.users import resolve_chown
+
+    uid, gid = resolve_chown(ctx.root, user) if user else (0, 0)
+    current = ""
+    for part in [p for p in path.split("/") if p]:
+        current = f"{current}/{part}"
+        real = safe_join(ctx.root, current)
+        if os.path.lexists(real):
+            if not os.path.isdir(real):
+                raise ExecutionError(f"mkdir {path}: {current} is not a directory")
+            continue
+        os.mkdir(real, 0o755)
+        os.chmod(real, 0o755)
+        ctx.chown(real, uid, gid)
+
+
+def _rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def now_rfc3339(epoch: int | None = None) -> str:
+    return format_time(epoch if epoch is not None else time.time())

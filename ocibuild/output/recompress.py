@@ -1,0 +1,40 @@
+"""Layers in another compression for an output (``compression=zstd``, ``force-compression``).
+
+Streams each blob from the store through a decompressor and E's compressor back into the store;
+the diff ids (and so the config) do not change.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from ocibuild import mediatypes as mt
+from ocibuild.image import Descriptor, Image, Layer
+
+
+def recompress_image(image: Image, store: Any, want: str, level: int | None,
+                     *, force: bool = False) -> Image:
+    """``image`` with every layer in ``want`` (gzip|zstd|uncompressed) compression; layers
+    already in it are kept unless ``force``."""
+    from ocibuild.fs.compression import open_compressor, open_decompressed
+
+    name = "none" if want == "uncompressed" else want
+    layers: list[Layer] = []
+    for layer in image.layers:
+        current = mt.layer_compression(layer.media_type)
+        if current == name and not force:
+            layers.append(layer)
+            continue
+        with store.open(layer.digest) as src, open_decompressed(src) as plain, \
+                store.writer() as w:
+            comp = open_compressor(w, name, level)
+            try:
+                shutil.copyfileobj(plain, comp, 1 << 20)
+                comp.close()
+            except BaseException:
+                comp.abort()
+                raise
+        media = mt.layer_media_type(name, oci=mt.to_oci(layer.media_type) == layer.media_type)
+        layers.append(Layer(Descriptor(media, w.digest, w.size), layer.diff_id))
+    return Image(image.config, tuple(layers))

@@ -1,0 +1,44 @@
+"""``--output`` parsing, as buildx spells the specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocibuild.errors import UsageError
+from ocibuild.output.spec import OutputSpec, parse_output, parse_outputs
+
+
+def test_types_and_defaults() -> None:
+    assert parse_output("type=oci,dest=out.tar") == OutputSpec("oci", "out.tar")
+    assert parse_output("type=oci,dest=dir,tar=false").tar is False
+    docker = parse_output("type=docker,dest=x.tar", ("a:1",))
+    assert docker.names == ("a:1",) and docker.oci_mediatypes is False
+    assert parse_output("type=registry,name=r/a:1").push is True
+    assert parse_output("type=image,name=r/a:1,push=true").push is True
+    assert parse_output("out") == OutputSpec("local", "out")
+    assert parse_output("-") == OutputSpec("tar", "-")
+
+
+def test_attributes() -> None:
+    spec = parse_output('type=image,"name=r/a:1,r/a:2",push=true,compression=zstd,'
+                        "compression-level=5,force-compression=true,oci-mediatypes=false,"
+                        "annotation.org.example=x")
+    assert spec.names == ("r/a:1", "r/a:2") and spec.compression == "zstd"
+    assert spec.compression_level == 5 and spec.force_compression and not spec.oci_mediatypes
+    assert spec.annotations == {"org.example": "x"}
+
+
+@pytest.mark.parametrize("bad", [
+    "type=nope,dest=x", "type=oci", "type=oci,dest=x,bogus=1", "type=registry",
+    "type=oci,dest=x,tar=maybe", "type=image,name=a,push=true,compression=lz4",
+])
+def test_errors(bad: str) -> None:
+    with pytest.raises(UsageError):
+        parse_output(bad)
+
+
+def test_push_flag_adds_a_registry_output_for_tags() -> None:
+    outs = parse_outputs(("type=oci,dest=x",), ("r/a:1", "r/a:2"), True)
+    assert outs[-1] == OutputSpec("registry", names=("r/a:1", "r/a:2"), push=True)
+    with pytest.raises(UsageError):
+        parse_outputs((), (), True)

@@ -1,0 +1,57 @@
+"""Every case under tests/e2e/cases/ built against the test registry and compared with its
+golden ``expected.txt`` (the flattened image: paths, types, modes, uid/gid, content digests,
+link targets, hard-link groups; the config without times; the history). Rewrite the goldens with
+``pytest tests/e2e --update-golden`` and review the diff against BuildKit's behaviour.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from e2e_harness import CASES, build_case, case_names, case_options
+
+from ocibuild.testing.flatten import describe, load_layout
+
+# A representative subset that tests/run-rootless.sh runs again as unprivileged users (with and
+# without subuid ranges): no case where RUN itself changes ownership, which a single-id sandbox
+# cannot keep (by design, with a warning).
+ROOTLESS = {
+    "seed-build-stages", "seed-previous-stage", "seed-target-stage2", "seed-go-adapted",
+    "copy-chown-name", "copy-chown-numeric", "whiteouts", "opaque-dir", "setuid-perms",
+    "copy-hardlinks-from-stage", "scratch-busybox-install", "add-archives",
+    "env-expansion", "copy-symlinks", "copy-dir-contents", "dockerignore", "run-heredoc",
+    "mount-cache",  # cache uid/gid: set inside the user namespace (skipped with a single id)
+}
+# And as root without CAP_SYS_ADMIN (chroot mode: no namespaces, copy snapshots).
+CHROOT = ROOTLESS - {"run-heredoc", "mount-cache"} | {"run-as-user", "user-workdir", "parallel-stages"}
+
+
+def _params() -> list[object]:
+    out = []
+    for name in case_names():
+        marks = [pytest.mark.rootless] if name in ROOTLESS else []
+        marks += [pytest.mark.chroot] if name in CHROOT else []
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+@pytest.mark.parametrize("case", _params())
+def test_case(case: str, e2e_registry, e2e_store: Path, isolation: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+              request: pytest.FixtureRequest) -> None:
+    options = case_options(case)
+    if isolation == "chroot" and options.get("needs") == "namespaces":
+        pytest.skip("needs mount/network namespaces, which chroot mode does not have")
+    if options.get("ids") == "all" and request.getfixturevalue("single_id"):
+        pytest.skip("needs ids other than the caller's, which a single-id sandbox does not have")
+    built = build_case(case, e2e_registry.host, e2e_store, tmp_path, isolation)
+    image = load_layout(built.layout)
+    base = e2e_registry.busybox_tree if "/bin/busybox" in image.tree else None
+    text = describe(image, base, e2e_registry.busybox_history)
+    text = text.replace(e2e_registry.host, "localhost:5000")
+    golden = CASES / case / "expected.txt"
+    if request.config.getoption("--update-golden"):
+        golden.write_text(text)
+        return
+    assert golden.exists(), f"no golden for {case}: run with --update-golden and review it"
+    assert text == golden.read_text()

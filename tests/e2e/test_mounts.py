@@ -1,0 +1,68 @@
+"""RUN --mount=type=secret never leaks; type=ssh forwards an agent socket."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+from pathlib import Path
+
+import pytest
+from e2e_harness import PLACEHOLDER
+
+from ocibuild import cli
+
+SECRET = "v3ry-s3cret-value-4242"
+
+
+def _all_bytes(layout: Path) -> bytes:
+    out = []
+    for blob in (layout / "blobs" / "sha256").iterdir():
+        data = blob.read_bytes()
+        out.append(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    return b"".join(out)
+
+
+def test_secret_is_in_no_layer_config_or_history(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("MY_TOKEN", SECRET)
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "s.txt").write_text(SECRET)
+    df = tmp_path / "Dockerfile"
+    df.write_text(f"FROM {PLACEHOLDER}/busybox:latest\n".replace(PLACEHOLDER, e2e_registry.host)
+                  + "RUN --mount=type=secret,id=f cat /run/secrets/f | wc -c > /len\n"
+                  + "RUN --mount=type=secret,id=t,env=TOK test \"$TOK\" = " + SECRET + " || true\n")
+    out = tmp_path / "out"
+    code = cli.main(["-f", str(df), "--progress", "quiet", "--secret", f"id=f,src={tmp_path / 's.txt'}",
+                     "--secret", "id=t,env=MY_TOKEN", "--output", f"type=oci,dest={out},tar=false",
+                     str(tmp_path / "ctx")])
+    assert code == 0
+    everything = _all_bytes(out)
+    assert b"/len" in everything  # the layers were read
+    # The RUN text names the secret only where the Dockerfile itself does (history is the
+    # instruction), never the value read from the file or the environment.
+    assert everything.count(SECRET.encode()) == 1
+    assert b"run/secrets" in everything and b"22\n" in everything
+
+
+def test_ssh_agent_socket_is_forwarded(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sock_path = tmp_path / "agent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+    try:
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock_path))
+        (tmp_path / "ctx").mkdir()
+        df = tmp_path / "Dockerfile"
+        df.write_text(f"FROM {PLACEHOLDER}/busybox:latest\n".replace(PLACEHOLDER, e2e_registry.host)
+                      + 'RUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && echo "$SSH_AUTH_SOCK" > /ssh\n')
+        out = tmp_path / "out"
+        code = cli.main(["-f", str(df), "--progress", "quiet", "--ssh", "default",
+                         "--output", f"type=local,dest={out}", str(tmp_path / "ctx")])
+        assert code == 0
+        assert (out / "ssh").read_text() == "/run/buildkit/ssh_agent.0\n"
+        assert not (out / "run" / "buildkit" / "ssh_agent.0").exists()
+    finally:
+        server.close()

@@ -1,0 +1,224 @@
+"""Build outputs through the real CLI, checked by other tools: ``skopeo inspect`` (OCI tarball,
+registry), ``umoci unpack`` (OCI layout directory), the docker archive's ``manifest.json``,
+plus local/tar filesystem outputs, ``--metadata-file``, ``--iidfile``, media types,
+compression, labels, annotations, and that a failed build leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from e2e_harness import CASES, PLACEHOLDER
+
+from ocibuild import cli
+
+SEED = CASES / "seed-build-stages"
+
+
+def _dockerfile(tmp: Path, host: str, text: str | None = None) -> Path:
+    path = tmp / "Dockerfile"
+    path.write_text((text or (SEED / "Dockerfile").read_text()).replace(PLACEHOLDER, host))
+    return path
+
+
+def _build(argv: list[str], store: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(store.parent / "xdg"))
+    return cli.main(argv)
+
+
+def _skopeo(*args: str) -> dict:
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    out = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture()
+def built(e2e_registry, e2e_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    host = e2e_registry.host
+    df = _dockerfile(tmp_path, host)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [
+        "-f", str(df), "--progress", "plain",
+        "-t", f"{host}/outputs/app:v1", "-t", f"{host}/outputs/app:v2", "--push",
+        "--output", f"type=oci,dest={out / 'image.oci.tar'}",
+        "--output", f"type=oci,dest={out / 'layout'},tar=false",
+        "--output", f"type=docker,dest={out / 'image.docker.tar'}",
+        "--output", f"type=local,dest={out / 'rootfs'}",
+        "--output", f"type=tar,dest={out / 'rootfs.tar'}",
+        "--metadata-file", str(out / "metadata.json"), "--iidfile", str(out / "iid"),
+        "--label", "org.example.built-by=ocibuild", "--annotation", "org.example.note=hello",
+        str(SEED / "ctx"),
+    ]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(e2e_store.parent / "xdg-outputs"))
+    code = cli.main(argv)
+    assert code == 0
+    return host, out
+
+
+def test_oci_tarball_accepted_by_skopeo(built) -> None:  # type: ignore[no-untyped-def]
+    _host, out = built
+    info = _skopeo("inspect", f"oci-archive:{out / 'image.oci.tar'}:v1")
+    assert info["Labels"]["org.example.built-by"] == "ocibuild"
+    config = _skopeo("inspect", "--config", f"oci-archive:{out / 'image.oci.tar'}:v1")
+    assert config["config"]["Cmd"] == ["/bin/sh", "-c", "cat /opt/stage1 && cat /opt/stage2"]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert info["Digest"] == meta["containerimage.digest"]
+
+
+def test_oci_layout_unpacked_by_umoci(built, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if shutil.which("umoci") is None:
+        pytest.skip("umoci is not installed")
+    _host, out = built
+    index = json.loads((out / "layout" / "index.json").read_text())
+    tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+    bundle = tmp_path / "bundle"
+    r = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{out / 'layout'}:{tag}",
+                        str(bundle)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (bundle / "rootfs" / "opt" / "stage2").read_text() == "Stage2\n"
+    manifest_digest = index["manifests"][0]["digest"]
+    algo, hexpart = manifest_digest.split(":")
+    manifest = json.loads((out / "layout" / "blobs" / algo / hexpart).read_text())
+    assert manifest["annotations"]["org.example.note"] == "hello"
+
+
+def test_docker_archive_has_tags_and_docker_media_types(built) -> None:  # type: ignore[no-untyped-def]
+    host, out = built
+    with tarfile.open(out / "image.docker.tar") as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        names = tar.getnames()
+    assert sorted(manifest[0]["RepoTags"]) == [f"{host}/outputs/app:v1", f"{host}/outputs/app:v2"]
+    assert "repositories" in names
+    config_path = manifest[0]["Config"]
+    assert config_path in names
+
+
+def test_push_with_repeated_tags(built) -> None:  # type: ignore[no-untyped-def]
+    host, out = built
+    meta = json.loads((out / "metadata.json").read_text())
+    for tag in ("v1", "v2"):
+        info = _skopeo("inspect", "--tls-verify=false", f"docker://{host}/outputs/app:{tag}")
+        assert info["Digest"] == meta["containerimage.digest"]
+    assert meta["image.name"] == f"{host}/outputs/app:v1,{host}/outputs/app:v2"
+    assert (out / "iid").read_text() == meta["containerimage.config.digest"]
+
+
+def test_local_and_tar_filesystem_outputs(built) -> None:  # type: ignore[no-untyped-def]
+    _host, out = built
+    assert (out / "rootfs" / "opt" / "stage1").read_text() == "Stage1\n"
+    assert os.path.islink(out / "rootfs" / "bin" / "sh")
+    with tarfile.open(out / "rootfs.tar") as tar:
+        member = tar.getmember("opt/stage2")
+        assert tar.extractfile(member).read() == b"Stage2\n"  # type: ignore[union-attr]
+        assert tar.getmember("bin/busybox").mode & 0o777 == 0o755
+
+
+def test_docker_media_types_and_zstd(e2e_registry, e2e_store: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    df = _dockerfile(tmp_path, e2e_registry.host)
+    dest = tmp_path / "layout"
+    code = _build(["-f", str(df), "--progress", "quiet", "--compression", "zstd",
+                   "--output", f"type=oci,dest={dest},tar=false,oci-mediatypes=false",
+                   str(SEED / "ctx")], e2e_store, monkeypatch)
+    assert code == 0
+    index = json.loads((dest / "index.json").read_text())
+    algo, hexpart = index["manifests"][0]["digest"].split(":")
+    manifest = json.loads((dest / "blobs" / algo / hexpart).read_text())
+    assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    # The base layer keeps its gzip; the layers this build made are zstd.
+    kinds = [layer["mediaType"] for layer in manifest["layers"]]
+    assert kinds[0] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    assert all(k.endswith("zstd") for k in kinds[1:]), kinds
+
+
+def test_failed_build_leaves_no_output(e2e_registry, e2e_store: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    text = f"FROM {PLACEHOLDER}/busybox:latest\nRUN echo partial > /p && exit 3\n"
+    df = _dockerfile(tmp_path, e2e_registry.host, text)
+    dest = tmp_path / "never.tar"
+    code = _build(["-f", str(df), "--progress", "plain", "--output", f"type=oci,dest={dest}",
+                   "--metadata-file", str(tmp_path / "meta.json"), str(SEED / "ctx")],
+                  e2e_store, monkeypatch)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Dockerfile:2: process \"/bin/sh -c echo partial > /p && exit 3\" did not " \
+           "complete successfully: exit code: 3" in err
+    assert not dest.exists() and not (tmp_path / "meta.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["Dockerfile"]
+
+
+def test_quiet_prints_only_the_digest(e2e_registry, e2e_store: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    df = _dockerfile(tmp_path, e2e_registry.host)
+    code = _build(["-f", str(df), "-q", "--output", f"type=oci,dest={tmp_path / 'x.tar'}",
+                   str(SEED / "ctx")], e2e_store, monkeypatch)
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out.strip().startswith("sha256:") and len(captured.out.strip()) == 71
+    assert captured.err == ""
+
+
+@pytest.mark.dockerd
+def test_docker_archive_loads_and_runs(built) -> None:  # type: ignore[no-untyped-def]
+    docker = os.environ.get("ORACLE_DOCKER")
+    if not docker or subprocess.run([docker, "version"], capture_output=True).returncode != 0:
+        pytest.skip("no dockerd: run eval \"$(../shared/tools/buildkit-oracle.sh)\"")
+    host, out = built
+    load = subprocess.run([docker, "load", "-i", str(out / "image.docker.tar")],
+                          capture_output=True, text=True, timeout=120)
+    assert load.returncode == 0, load.stderr
+    tag = f"{host}/outputs/app:v1"
+    try:
+        run = subprocess.run([docker, "run", "--rm", "--network", "none", tag],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == "Stage1\nStage2\n"
+    finally:
+        subprocess.run([docker, "rmi", "-f", tag, f"{host}/outputs/app:v2"], capture_output=True)
+
+
+def test_source_date_epoch_makes_builds_reproducible(e2e_registry, e2e_store: Path,  # type: ignore[no-untyped-def]
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    df = _dockerfile(tmp_path, e2e_registry.host)
+    digests = []
+    for n in range(2):
+        code = _build(["-f", str(df), "-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000",
+                       "--output", f"type=oci,dest={tmp_path / f'r{n}.tar'}", str(SEED / "ctx")],
+                      e2e_store, monkeypatch)
+        assert code == 0
+        digests.append(capsys.readouterr().out.strip())
+    assert digests[0] == digests[1]
+    assert (tmp_path / "r0.tar").read_bytes() == (tmp_path / "r1.tar").read_bytes()
+    config = _skopeo("inspect", "--config", f"oci-archive:{tmp_path / 'r0.tar'}")
+    assert config["created"] == "2023-11-14T22:13:20Z"
+
+
+def test_output_force_compression_recompresses_every_layer(e2e_registry, e2e_store: Path,  # type: ignore[no-untyped-def]
+                                                           tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    df = _dockerfile(tmp_path, e2e_registry.host)
+    dest = tmp_path / "layout"
+    code = _build(["-f", str(df), "--progress", "quiet", "--output",
+                   f"type=oci,dest={dest},tar=false,compression=zstd,force-compression=true",
+                   str(SEED / "ctx")], e2e_store, monkeypatch)
+    assert code == 0
+    from ocibuild.testing.flatten import load_layout
+
+    image = load_layout(dest)
+    kinds = {layer["mediaType"] for layer in image.manifest["layers"]}
+    assert kinds == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert image.tree["/opt/stage2"].size == 7  # the flattener reads zstd layers too
