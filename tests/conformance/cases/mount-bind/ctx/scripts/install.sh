@@ -1,0 +1,2 @@
+mkdir -p /opt/installed
+echo installed > /opt/installed/marker

@@ -1,0 +1,155 @@
+"""The BuildKit conformance corpus: shared by the recorder (``record.py``, needs the reference
+BuildKit) and the test (``test_conformance.py``, needs only ocibuild and a test registry).
+
+A case is ``cases/<case>/``: ``Dockerfile`` (``localhost:5000`` stands for the test registry),
+``ctx/`` (the build context), optional ``args.json`` (``{"build_args": {K: V}, "target": NAME,
+"secrets": {ID: FILE relative to the case dir}}``) and ``buildkit.txt``, the golden: BuildKit's
+result rendered by ``render``. Both builders pull the SAME busybox image bytes (``seed``), so the
+base layer is identical and only what the Dockerfile did shows in the listing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ocibuild.testing import busybox
+from ocibuild.testing.flatten import Entry, listing, tree_of_tar
+
+CASES = Path(__file__).parent / "cases"
+PLACEHOLDER = "localhost:5000"
+# Every base-image name the corpus uses: all are the same busybox image (real Dockerfiles name
+# real distributions; we have one tiny rootfs).
+BASE_TAGS = ("busybox:latest", "busybox:1.36", "alpine:3.19", "debian:bookworm-slim",
+             "node:20-alpine", "python:3.12-slim", "golang:1.22", "nginx:1.25")
+# The config fields compared (inside ``config``), in the order they are printed.
+CONFIG_FIELDS = ("User", "Env", "Entrypoint", "Cmd", "WorkingDir", "ExposedPorts", "Volumes",
+                 "Labels", "StopSignal", "Healthcheck", "OnBuild", "Shell", "ArgsEscaped")
+TOP_FIELDS = ("author", "architecture", "os", "variant")
+
+
+@dataclass(frozen=True)
+class Built:
+    """A built image, whichever builder made it."""
+
+    config: dict[str, Any]
+    tree: dict[str, Entry]
+
+
+def case_names() -> list[str]:
+    return sorted(p.name for p in CASES.iterdir() if (p / "Dockerfile").is_file())
+
+
+def case_args(case: str, host: str = PLACEHOLDER) -> dict[str, Any]:
+    path = CASES / case / "args.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text().replace(PLACEHOLDER, host))
+
+
+def build_flags(case: str, host: str) -> list[str]:
+    """The ``docker buildx build`` flags (ocibuild spells them the same) from ``args.json``."""
+    args = case_args(case, host)
+    flags: list[str] = []
+    for key, value in (args.get("build_args") or {}).items():
+        flags += ["--build-arg", f"{key}={value}"]
+    if args.get("target"):
+        flags += ["--target", args["target"]]
+    for sid, src in (args.get("secrets") or {}).items():
+        flags += ["--secret", f"id={sid},src={CASES / case / src}"]
+    return flags
+
+
+def dockerfile_text(case: str, host: str) -> str:
+    return (CASES / case / "Dockerfile").read_text().replace(PLACEHOLDER, host)
+
+
+def base_tree(work: Path) -> dict[str, Entry]:
+    """The flattened busybox rootfs every case starts from (for a listing of changes only)."""
+    return tree_of_tar(busybox.write_tar(work / "busybox-base.tar"))
+
+
+def base_history() -> list[str]:
+    return [h.get("created_by", "") for h in busybox.image_config()["history"]]  # type: ignore[union-attr]
+
+
+def seed(host: str, store_root: Path) -> None:
+    """Push the busybox image under every ``BASE_TAGS`` name to the registry at ``host``."""
+    from ocibuild.reference import Reference
+    from ocibuild.registry.client import RegistryClient
+    from ocibuild.store.blobs import BlobStore
+
+    store = BlobStore(store_root)
+    image = busybox.make_image(store)
+    refs = [Reference.parse(f"{host}/{name}") for name in BASE_TAGS]
+    with RegistryClient(insecure_hosts=[host]) as client:
+        client.push_image(image, refs, store)
+
+
+def render(built: Built, base: dict[str, Entry]) -> str:
+    """The golden text: compared config fields, history (the base image's own entries
+    dropped), layer count, and the files that differ from the busybox base."""
+    cfg = built.config
+    inner = cfg.get("config") or {}
+    shown: dict[str, Any] = {k: cfg[k] for k in TOP_FIELDS if cfg.get(k) not in (None, "")}
+    shown["config"] = {k: inner[k] for k in CONFIG_FIELDS if inner.get(k) is not None}
+    skip = base_history()
+    history = []
+    for h in cfg.get("history") or []:
+        text = h.get("created_by", "")
+        if skip and text == skip[0]:
+            skip.pop(0)
+            continue
+        history.append(f"  {'[empty]' if h.get('empty_layer') else '[layer]'} {text}")
+    layers = len((cfg.get("rootfs") or {}).get("diff_ids") or [])
+    out = ["config:", *("  " + line for line in json.dumps(shown, indent=2, sort_keys=True,
+                                                          ensure_ascii=False).splitlines())]
+    out.append("history:")
+    out.extend(history)
+    out.append(f"layers: {layers}")
+    keep_base = "/bin/busybox" in built.tree
+    out.append("files:" + (" (changed from the base image)" if keep_base else ""))
+    out.extend("  " + line for line in listing(built.tree, base if keep_base else None))
+    return "\n".join(out) + "\n"
+
+
+def sections(text: str) -> dict[str, str]:
+    """Split a rendered text into its parts, so a test can say WHICH part differs."""
+    parts: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            current = line.split(":", 1)[0]
+        parts.setdefault(current, []).append(line)
+    return {k: "\n".join(v) for k, v in parts.items()}
+
+
+def build_ocibuild(case: str, host: str, store: Path, work: Path,
+                   isolation: str = "auto") -> tuple[Built, str]:
+    """Build ``case`` with ocibuild in-process into an OCI layout under ``work``; returns the
+    flattened image and the progress log."""
+    from ocibuild import cli
+    from ocibuild.executor.build import BuildOptions, build, options_from_args
+    from ocibuild.testing.flatten import load_layout
+
+    (CASES / case / "ctx").mkdir(exist_ok=True)  # git keeps no empty directories
+    dockerfile = work / "Dockerfile"
+    dockerfile.write_text(dockerfile_text(case, host))
+    layout = work / "layout"
+    argv = ["-f", str(dockerfile), "--progress", "plain", "--isolation", isolation,
+            "--insecure-registry", host, "--output", f"type=oci,dest={layout},tar=false",
+            *build_flags(case, host), str(CASES / case / "ctx")]
+    args = cli._build_parser().parse_args(argv)
+    stream = io.StringIO()
+    options = options_from_args(args)
+    options = BuildOptions(**{**options.__dict__, "store_root": store, "progress_stream": stream})
+    try:
+        build(options)
+    except Exception as exc:
+        exc.add_note(stream.getvalue()[-3000:])
+        raise
+    image = load_layout(layout)
+    return Built(image.config, image.tree), stream.getvalue()
