@@ -165,7 +165,10 @@ class Demo:
 
 
 def _tree(image: object, result: BuildResult) -> dict:  # type: ignore[type-arg]
-    return _flat_cache.setdefault(str(result.manifest_digest), _flatten_image(image))
+    key = str(result.manifest_digest)
+    if key not in _flat_cache:  # not setdefault: its default would flatten every time
+        _flat_cache[key] = _flatten_image(image)
+    return _flat_cache[key]
 
 
 _flat_cache: dict[str, dict] = {}  # type: ignore[type-arg]

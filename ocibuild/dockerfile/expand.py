@@ -408,12 +408,12 @@ def expand(
     try:
         value, words = lexer.process_until(_EOF, raw_escapes)
     except (_ExpandError, PatternError) as exc:
-        raise DockerfileError(f"failed to process {_go_quote(word)}: {exc}") from None
+        raise DockerfileError(f"failed to process {go_quote(word)}: {exc}") from None
     except re.error as exc:  # a glob we translated badly is our bug, but never a crash
-        raise DockerfileError(f"failed to process {_go_quote(word)}: {exc}") from exc
+        raise DockerfileError(f"failed to process {go_quote(word)}: {exc}") from exc
     except RecursionError:  # ${a:-${b:-${c:-...}}} nested thousands deep
         raise DockerfileError(
-            f"failed to process {_go_quote(word[:80])}: substitutions nested too deeply"
+            f"failed to process {go_quote(word[:80])}: substitutions nested too deeply"
         ) from None
     return Expansion(value, tuple(words), frozenset(lexer.matched), frozenset(lexer.unmatched))
 
@@ -459,22 +459,24 @@ def _split_plain(word: str) -> list[str]:
     return words
 
 
-def _go_quote(text: str) -> str:
-    """Roughly Go's ``%q``: a double-quoted string with escapes, for error messages."""
+_GO_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t",
+               "\v": r"\v", "\\": "\\\\", '"': '\\"'}
+
+
+def go_quote(text: str) -> str:
+    """Go's ``%q`` (``strconv.Quote``) for error messages: printable runes kept, the rest
+    escaped."""
     out = ['"']
     for ch in text:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif not ch.isprintable():
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable():
             out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
     out.append('"')
     return "".join(out)

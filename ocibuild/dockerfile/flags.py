@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from ocibuild.dockerfile.expand import go_quote
 from ocibuild.dockerfile.model import Flag
 from ocibuild.errors import DockerfileError
 
@@ -132,16 +133,12 @@ _DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
 _MAX_DURATION = (1 << 63) - 1
 
 
-def _go_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def parse_go_duration(text: str) -> int:
     """Go's ``time.ParseDuration`` in nanoseconds (``1h30m``, ``1.5s``, ``300ms``, ``-2s``).
 
     Raises DockerfileError with Go's message for a bad duration.
     """
-    invalid = DockerfileError(f"time: invalid duration {_go_quote(text)}")
+    invalid = DockerfileError(f"time: invalid duration {go_quote(text)}")
     rest = text
     negative = False
     if rest[:1] in ("-", "+"):
@@ -159,11 +156,11 @@ def parse_go_duration(text: str) -> int:
         if not whole and not frac:
             raise invalid  # no digits, e.g. ".s" or "s"
         if not unit:
-            raise DockerfileError(f"time: missing unit in duration {_go_quote(text)}")
+            raise DockerfileError(f"time: missing unit in duration {go_quote(text)}")
         factor = _UNITS.get(unit)
         if factor is None:
             raise DockerfileError(
-                f"time: unknown unit {_go_quote(unit)} in duration {_go_quote(text)}"
+                f"time: unknown unit {go_quote(unit)} in duration {go_quote(text)}"
             )
         consumed = len(whole) + (len(frac) + 1 if frac is not None else 0) + len(unit)
         rest = rest[consumed:]

@@ -182,14 +182,17 @@ def _expose(node: Node, name: str) -> m.Expose:
     return m.Expose(**_base(node, name, flags), ports=tuple(node.args))  # type: ignore[arg-type]
 
 
-def _copy_parts(
-    node: Node, keyword: str
-) -> tuple[tuple[str, ...], str, tuple[m.Heredoc, ...]]:
+def _copy_fields(
+    node: Node, name: str, keyword: str, extra_flags: dict[str, Kind]
+) -> tuple[ParsedFlags, dict[str, object]]:
+    """The flags and the :class:`~ocibuild.dockerfile.model.CopyBase` fields COPY and ADD share.
+    The argument count is checked before the flags, as BuildKit does."""
     if len(node.args) < 2:
         raise DockerfileError(
             f"{keyword} requires at least two arguments, but only one was provided. "
             "Destination could not be determined"
         )
+    flags = parse_flags(node.flags, {**_COPY_FLAGS, **extra_flags})
     dest = node.args[-1]
     if parse_heredoc_word(dest) is not None:
         raise DockerfileError(f"{keyword} cannot accept a heredoc as a destination")
@@ -204,51 +207,33 @@ def _copy_parts(
         body = bodies.get(word.name)
         content = body.content if body is not None else ""
         heredocs.append(m.Heredoc(word.name, content, word.expand, word.chomp, word.fd))
-    return tuple(sources), dest, tuple(heredocs)
+    return flags, {
+        **_base(node, name, flags),
+        "sources": tuple(sources),
+        "dest": dest,
+        "heredocs": tuple(heredocs),
+        "chown": flags.strings.get("chown"),
+        "chmod": flags.strings.get("chmod"),
+        "link": flags.bools.get("link", False),
+        "excludes": flags.lists.get("exclude", ()),
+        "exec_form": node.json,
+    }
 
 
 def _copy(node: Node, name: str) -> m.Copy:
-    if len(node.args) < 2:
-        _copy_parts(node, "COPY")
-    spec = {**_COPY_FLAGS, "from": Kind.STRING, "parents": Kind.BOOL}
-    flags = parse_flags(node.flags, spec)
-    sources, dest, heredocs = _copy_parts(node, "COPY")
+    flags, fields = _copy_fields(node, name, "COPY", {"from": Kind.STRING, "parents": Kind.BOOL})
     return m.Copy(
-        **_base(node, name, flags),  # type: ignore[arg-type]
-        sources=sources,
-        dest=dest,
-        heredocs=heredocs,
+        **fields,  # type: ignore[arg-type]
         from_=flags.strings.get("from"),
-        chown=flags.strings.get("chown"),
-        chmod=flags.strings.get("chmod"),
-        link=flags.bools.get("link", False),
         parents=flags.bools.get("parents", False),
-        excludes=flags.lists.get("exclude", ()),
-        exec_form=node.json,
     )
 
 
 def _add(node: Node, name: str) -> m.Add:
-    if len(node.args) < 2:
-        _copy_parts(node, "ADD")
-    spec = {
-        **_COPY_FLAGS,
-        "keep-git-dir": Kind.BOOL,
-        "checksum": Kind.STRING,
-        "unpack": Kind.BOOL,
-    }
-    flags = parse_flags(node.flags, spec)
-    sources, dest, heredocs = _copy_parts(node, "ADD")
+    spec = {"keep-git-dir": Kind.BOOL, "checksum": Kind.STRING, "unpack": Kind.BOOL}
+    flags, fields = _copy_fields(node, name, "ADD", spec)
     return m.Add(
-        **_base(node, name, flags),  # type: ignore[arg-type]
-        sources=sources,
-        dest=dest,
-        heredocs=heredocs,
-        chown=flags.strings.get("chown"),
-        chmod=flags.strings.get("chmod"),
-        link=flags.bools.get("link", False),
-        excludes=flags.lists.get("exclude", ()),
-        exec_form=node.json,
+        **fields,  # type: ignore[arg-type]
         checksum=flags.strings.get("checksum"),
         keep_git_dir=flags.bools.get("keep-git-dir", False),
         unpack=flags.bools.get("unpack"),

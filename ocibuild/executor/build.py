@@ -205,7 +205,7 @@ def build(options: BuildOptions) -> BuildResult:
             for f in futures:
                 f.result()  # the first failure, in plan order
         image = _finish(runner.results[plan.target].image, options.labels)
-        written, metadata, manifest_digest = write_outputs(outputs, image, store, images, runner,
+        written, metadata, manifest_digest = write_outputs(outputs, image, store, images,
                                                            options, progress)
         _record_roots(store, image, options)
         result = BuildResult(

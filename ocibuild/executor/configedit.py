@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ocibuild.dockerfile import model as df
+from ocibuild.dockerfile.expand import go_quote
 from ocibuild.errors import ExecutionError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -25,28 +26,6 @@ HISTORY_COMMENT = "buildkit.dockerfile.v0"
 JSON = dict[str, Any]
 
 # --- Go renderings ---------------------------------------------------------------------------
-
-_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t",
-            "\v": r"\v", "\\": "\\\\", '"': '\\"'}
-
-
-def go_quote(s: str) -> str:
-    """Go's ``strconv.Quote``: printable runes kept, the rest escaped."""
-    out = ['"']
-    for ch in s:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ch.isprintable() or ch == " ":
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
-
 
 def go_quote_list(items: Sequence[str]) -> str:
     """Go's ``fmt.Sprintf("%q", []string{...})``: ``["a" "b"]``."""

@@ -39,8 +39,7 @@ def manifest_for(image: Image, store: Any, *, oci: bool,
 
 
 def write_outputs(outputs: Sequence[OutputSpec], image: Image, store: Any, images: Any,
-                  runner: Any, options: Any, progress: Any
-                  ) -> tuple[list[str], dict[str, Any], Digest]:
+                  options: Any, progress: Any) -> tuple[list[str], dict[str, Any], Digest]:
     """Write each output; returns what was written, buildx-style metadata and the digest of
     the (first image output's, else the OCI) manifest."""
     written: list[str] = []
@@ -68,7 +67,6 @@ def write_outputs(outputs: Sequence[OutputSpec], image: Image, store: Any, image
                 case "image" | "registry":
                     if out.push:
                         _push(out, img, m, store, images, vertex)
-                    names.extend(out.names)
                 case "local" | "tar":
                     from ocibuild.output.rootfs import write_rootfs
 
@@ -77,7 +75,6 @@ def write_outputs(outputs: Sequence[OutputSpec], image: Image, store: Any, image
             names.extend(n for n in out.names if n not in names)
     if names:
         metadata["image.name"] = ",".join(dict.fromkeys(names))
-    del runner
     return written, metadata, desc.digest
 
 

@@ -5,6 +5,7 @@ that resume (chunked) or restart with a new session when they fail, bounded. Dow
 
 from __future__ import annotations
 
+import io
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,8 +97,6 @@ class BytesSource:
     data: bytes
 
     def open(self, offset: int, length: int) -> IO[bytes]:
-        import io
-
         return io.BytesIO(self.data[offset : offset + length])
 
 

@@ -145,6 +145,13 @@ class RegistryClient:
         """The manifest or index bytes exactly as served, their media type and digest.
 
         Verified against ``ref.digest`` (or the registry's ``Docker-Content-Digest``)."""
+        parsed = self.fetch_manifest(ref, accept, action=action)
+        return parsed.raw, parsed.media_type, parsed.digest
+
+    def fetch_manifest(
+        self, ref: Reference, accept: str = mt.MANIFEST_ACCEPT, *, action: str | None = None
+    ) -> Manifest | Index:
+        """``get_manifest``, parsed (the bytes as served are its ``raw``)."""
         action = action or f"pull {ref}"
         resp = self.request(ref, "GET", self.url(ref, f"manifests/{ref.reference}"),
                             scopes=[pull_scope(ref.repository)], action=action,
@@ -168,8 +175,7 @@ class RegistryClient:
         if want is not None and want.algorithm == "sha256" and want != digest:
             raise ContentError(f"{action}: manifest digest {digest} does not match {want}")
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        parsed = parse_manifest(raw, media_type)
-        return raw, parsed.media_type, digest
+        return parse_manifest(raw, media_type)
 
     def head_manifest(self, ref: Reference) -> Descriptor | None:
         """The descriptor of ``ref``'s manifest, or None when it does not exist."""
@@ -237,8 +243,7 @@ class RegistryClient:
 
     def resolve_image(self, ref: Reference, platform: Platform) -> tuple[Manifest, bytes]:
         """The image manifest for ``platform`` (following an index) and its config bytes."""
-        raw, media_type, _ = self.get_manifest(ref)
-        parsed = parse_manifest(raw, media_type)
+        parsed = self.fetch_manifest(ref)
         if isinstance(parsed, Index):
             chosen = parsed.select(platform)
             if chosen is None:
@@ -246,8 +251,7 @@ class RegistryClient:
                 raise RegistryError(f"pull {ref}: no image for platform {platform} "
                                     f"(the index has: {have})")
             child = ref.with_digest(chosen.digest)
-            raw, media_type, _ = self.get_manifest(child, action=f"pull {ref}")
-            parsed = parse_manifest(raw, media_type)
+            parsed = self.fetch_manifest(child, action=f"pull {ref}")
             if isinstance(parsed, Index):
                 raise ContentError(f"pull {ref}: index entry {chosen.digest} is another index")
         config = self.fetch_blob_bytes(ref, parsed.config)

@@ -10,7 +10,6 @@ nothing in the store. A blob whose digest is wrong is downloaded once more from 
 
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import TYPE_CHECKING
 
@@ -61,7 +60,7 @@ class BlobReader(io.RawIOBase):
         self._client = client
         self._ref = ref
         self._desc = desc
-        self._hash = hashlib.new(desc.digest.algorithm) if verify else None
+        self._hash = desc.digest.hasher() if verify else None
         self._offset = 0
         self._resumes = 0
         self._resp: requests.Response | None = None

@@ -10,6 +10,8 @@ Fault kinds:
 - ``status``: answer ``status`` (500, 503, 429 ...) without forwarding, with ``Retry-After``
   when ``retry_after`` is set and the registry's JSON error body;
 - ``drop``: forward, send the headers and the first ``after`` body bytes, then close the socket;
+  when that would be the whole body (an empty ``202``/``201`` to a PATCH or PUT) the socket is
+  closed before the status line instead, so the client always sees the drop;
 - ``truncate``: forward, but announce and send only the first ``after`` body bytes (the response
   looks complete: only size/digest verification can catch it);
 - ``corrupt``: forward, flipping the byte at body offset ``after``.
@@ -110,6 +112,8 @@ class FaultProxy:
                 rng = self.headers.get("Range")
                 fault = proxy._take(self.command, self.path)
                 if fault is not None and fault.kind == "status":
+                    # Recorded before answering: a client that got its answer finds it logged.
+                    proxy._record(self.command, self.path, fault.status, rng)
                     err = b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}'
                     if fault.status == 429:
                         err = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
@@ -120,7 +124,6 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(err)))
                     self.end_headers()
                     self.wfile.write(err)
-                    proxy._record(self.command, self.path, fault.status, rng)
                     return
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
                 try:
@@ -141,6 +144,13 @@ class FaultProxy:
                     b = bytearray(data)
                     b[fault.after] ^= 0xFF
                     data = bytes(b)
+                if fault is not None and fault.kind == "drop" and fault.after >= length \
+                        and self.command != "HEAD":
+                    # Nothing of the body would be withheld: drop before answering at all.
+                    proxy._record(self.command, self.path, resp.status, rng)
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() in _HOP_HEADERS or k.lower() == "content-length":
@@ -150,8 +160,8 @@ class FaultProxy:
                     self.send_header("Content-Length", resp.getheader("Content-Length", "0"))
                 else:
                     self.send_header("Content-Length", str(length))
-                self.end_headers()
                 proxy._record(self.command, self.path, resp.status, rng)
+                self.end_headers()
                 if self.command == "HEAD":
                     return
                 if fault is not None and fault.kind == "drop":

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from ocibuild.dockerfile import expand, expand_word, expand_word_with_refs, expand_words
+from ocibuild.dockerfile.expand import go_quote
+from ocibuild.dockerfile.flags import parse_go_duration
 from ocibuild.errors import DockerfileError
 
 ENV = {
@@ -382,3 +384,21 @@ def test_env_lookup_is_case_sensitive() -> None:
 def test_bad_escape_token() -> None:
     with pytest.raises(DockerfileError):
         expand_word("x", {}, escape="!")
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ('a"b\\c', '"a\\"b\\\\c"'),
+        ("\n\t\x01 x", '"\\n\\t\\x01 x"'),
+        ("\x85\u00a0é\U0001f600", '"\\u0085\\u00a0é\U0001f600"'),
+    ],
+)
+def test_go_quote_is_strconv_quote(text: str, want: str) -> None:
+    """Error messages quote words the way Go's ``%q`` does (expansion and duration errors)."""
+    assert go_quote(text) == want
+
+
+def test_duration_errors_quote_like_go() -> None:
+    with pytest.raises(DockerfileError, match=r'time: unknown unit "\\t" in duration "1\\t"'):
+        parse_go_duration("1\t")
