@@ -75,7 +75,7 @@ def _run_child(op: str, src: str, dest: str, compression: str) -> None:
 
     t = time.perf_counter()
     if op == "write":
-        write_layer(overlay_changes(Path(src)), Path(dest), compression)
+        write_layer(overlay_changes(Path(src)), Path(dest), compression, ordered=True)
     else:
         unpack_layer(Path(src), Path(dest))
     elapsed = time.perf_counter() - t

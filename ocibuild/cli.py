@@ -37,7 +37,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="type=oci|docker|image|registry|local|tar,dest=...,name=...,push=true")
     p.add_argument("--push", action="store_true", help="shorthand for --output type=registry")
     p.add_argument("--load", action="store_true", help="shorthand for --output type=docker")
-    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run every step again (the local build cache is not read, only written)")
     p.add_argument("--cache-from", action="append", default=[])
     p.add_argument("--cache-to", action="append", default=[])
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH|env=VAR")

@@ -26,9 +26,9 @@ from ocibuild.dockerfile.expand import Expansion, expand
 from ocibuild.dockerfile.flags import suggest
 from ocibuild.errors import DockerfileError, Location, OcibuildError
 from ocibuild.fs.ignore import IgnoreMatcher, go_clean, read_ignore_file
+from ocibuild.image.platform import parse_platform
 from ocibuild.plan.model import BaseConfig, Step
 from ocibuild.plan.planner import Planner
-from ocibuild.plan.platform import parse_platform
 from ocibuild.plan.steps import NON_ENV_ARGS, StagePlanner
 
 _URL = "https://docs.docker.com/go/dockerfile/rule/"

@@ -360,8 +360,9 @@ def _onbuild(node: Node, name: str) -> m.Onbuild:
     if trigger_keyword in ("MAINTAINER", "FROM"):
         raise DockerfileError(f"{trigger_keyword} isn't allowed as an ONBUILD trigger")
     expression = _ONBUILD_PREFIX.sub("", node.original, count=1)
-    for heredoc in node.heredocs:
-        expression += "\n" + heredoc.content + heredoc.name
+    for heredoc in node.heredocs:  # BuildKit keeps the bodies as written (<<- tabs kept)
+        expression += "\n" + (heredoc.content if heredoc.raw is None else heredoc.raw)
+        expression += heredoc.name
     trigger = None
     if node.child is not None:
         node.child.heredocs = node.heredocs

@@ -23,7 +23,9 @@ class Heredoc:
     with the final newline kept (BuildKit keeps it); ``expand`` is False when the delimiter was
     quoted (no variable expansion in COPY/ADD bodies); ``chomp`` is True for ``<<-`` (leading
     tabs stripped, already applied to ``content``); ``fd`` is the file descriptor written
-    before ``<<`` (``3<<EOF``), 0 when none.
+    before ``<<`` (``3<<EOF``), 0 when none. ``raw`` is the body as written, tabs kept, when
+    ``chomp`` changed it (None otherwise): BuildKit hands that to the shell when the heredoc is
+    part of a longer RUN command (``RUN <<-EOF sh``), and the shell strips the tabs itself.
     """
 
     name: str
@@ -31,6 +33,7 @@ class Heredoc:
     expand: bool = True
     chomp: bool = False
     fd: int = 0
+    raw: str | None = None
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,8 @@ def _read_node(reader: LineReader, line: LogicalLine) -> Node:
                 hint=hint,
             )
         content = chomp(body) if word.chomp else body
-        heredocs.append(Heredoc(word.name, content, word.expand, word.chomp, word.fd))
+        raw = body if content != body else None
+        heredocs.append(Heredoc(word.name, content, word.expand, word.chomp, word.fd, raw))
     node.heredocs = tuple(heredocs)
     node.end = reader.line_number
     if node.child is not None:

@@ -164,6 +164,7 @@ def build(options: BuildOptions) -> BuildResult:
     runtime = None
     mounts = None
     runner = None
+    cache = None
     try:
         context = stack.enter_context(open_context(options.context, options.dockerfile))
         with progress.step("[internal] load build definition from "
@@ -185,13 +186,19 @@ def build(options: BuildOptions) -> BuildResult:
         # missing; warn: the single-id limitation is shown when the first RUN starts.
         runtime = Runtime.detect(isolation=options.isolation, snapshotter=options.snapshotter,
                                  store=store, need_run=needs_run, warn=warn)
-        mounts = RunMounts(store, context.root, images, secrets, ssh)
+        mounts = RunMounts(store, context.root, images, secrets, ssh, context=context)
+        from ocibuild.executor.cache import StepCache
+
+        # --no-cache: every step runs again; what it makes is still recorded for later builds.
+        cache = StepCache(store, read=not options.no_cache,
+                          compression=_layer_compression(options.compression),
+                          compression_level=options.compression_level, source_date_epoch=epoch)
         services = BuildServices(
             store=store, runtime=runtime, progress=progress, images=images.image,
             context_dir=context.root, context=context,
             compression=_layer_compression(options.compression),
             compression_level=options.compression_level, source_date_epoch=epoch,
-            created=now_rfc3339(epoch), run_mounts=mounts,
+            created=now_rfc3339(epoch), run_mounts=mounts, cache=cache,
         )
         runner = StageRunner(services, plan, local_dir=images.local_dir)
         by_index = {s.index: s for s in plan.stages}
@@ -232,6 +239,9 @@ def build(options: BuildOptions) -> BuildResult:
             runtime.close()
         images.close()
         stack.close()
+        if cache is not None:
+            cache.close()
+        store.close()  # its shared lock: ``prune --all`` may run once no build holds it
 
 
 def build_root(options: BuildOptions) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ocibuild.errors import SandboxError
+from ocibuild.errors import ExecutionError, SandboxError
 from ocibuild.executor import _linux, rootfs
 from ocibuild.executor.sandbox import Isolation, kill_strays
 from ocibuild.executor.seccomp import install_fake_ownership
@@ -31,12 +31,17 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class RunMount:
-    """A ``RUN --mount``: ``kind`` ``bind`` (``source`` a host path) or ``tmpfs``."""
+    """A ``RUN --mount``: ``kind`` ``bind`` (``source`` a host path), ``tmpfs``, or ``overlay``:
+    the layer dirs ``lowers`` (top-most first) stacked read-only at ``source/merged`` (a
+    caller-made dir with ``upper``/``work``/``empty`` beside it; writes, when not ``readonly``,
+    go to ``upper`` and never to a lower), of which ``subpath`` is bound at ``target``."""
 
     target: str
-    kind: Literal["bind", "tmpfs"] = "bind"
+    kind: Literal["bind", "tmpfs", "overlay"] = "bind"
     source: Path | None = None
     readonly: bool = True
+    lowers: tuple[Path, ...] = ()
+    subpath: str = "/"
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
         raise SandboxError("RUN has an empty command")
     stubs = rootfs.Stubs()
     mounts: list[Path] = []
+    placement = None
     try:
         if iso.namespaced:
             # pivot_root needs the new root to be a mount point (a copy snapshot is a plain dir).
@@ -107,10 +113,13 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
                 new_pid_ns=True, new_net_ns=spec.network == "none")
             mounts += _run_mounts(root, spec.mounts, stubs)
         else:
-            if spec.mounts:
-                raise SandboxError("RUN --mount needs mount namespaces, unavailable in chroot mode")
             rootfs.setup_chroot(root, scratch, stubs, hostname=spec.hostname,
                                 extra_hosts=spec.extra_hosts)
+            if spec.mounts:  # no mounts here: placed in the rootfs, taken out afterwards
+                from ocibuild.executor import chroot_mounts
+
+                placement = chroot_mounts.new_placement()
+                chroot_mounts.place(root, spec.mounts, stubs, placement)
         uid, gid, groups = resolve_user(root, spec.user)
         env = spec.environ()
         if not env.get("HOME"):  # runc: a missing or empty HOME comes from /etc/passwd
@@ -126,6 +135,10 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
         kill_strays(keep, os.fspath(root / "proc") if iso.namespaced else "/proc")
     finally:
         rootfs.teardown(mounts[1:])
+        if placement is not None:
+            from ocibuild.executor import chroot_mounts
+
+            chroot_mounts.restore(placement)
         restored = stubs.remove()
         if mounts:
             rootfs.teardown(mounts[:1])
@@ -144,13 +157,45 @@ def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> 
             _linux.mount("tmpfs", target, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV)
         else:
             assert m.source is not None
-            stubs.ensure(target, m.source.is_dir())
-            _linux.mount(str(m.source), target, None, _linux.MS_BIND | _linux.MS_REC)
+            source = m.source
+            if m.kind == "overlay":
+                source = _mount_overlay(m, done)
+            stubs.ensure(target, source.is_dir())
+            _linux.mount(str(source), target, None, _linux.MS_BIND | _linux.MS_REC)
             if m.readonly:
                 _linux.mount(None, target, None,
                              _linux.MS_REMOUNT | _linux.MS_BIND | _linux.MS_RDONLY)
         done.append(target)
     return done
+
+
+def _mount_overlay(m: RunMount, done: list[Path]) -> Path:
+    """Stack ``m.lowers`` at ``m.source/merged`` (see :class:`RunMount`); the path of
+    ``m.subpath`` in it, resolved as if ``merged`` were ``/``."""
+    assert m.source is not None
+    merged = m.source / "merged"
+    lowers = [os.fspath(p) for p in m.lowers]
+    if len(lowers) < 2 and m.readonly:
+        lowers.append(os.fspath(m.source / "empty"))  # overlay wants 2 lowers without an upper
+    # The option string is limited to a page: lowers named relative to their common parent.
+    common = os.path.commonpath(lowers)
+    rel = [os.path.relpath(p, common) for p in lowers]
+    if any(":" in p or "," in p for p in rel):
+        raise SandboxError(f"layer directory names may not contain ':' or ',': {common}")
+    opts = f"lowerdir={':'.join(rel)},userxattr"
+    if not m.readonly:
+        opts += f",upperdir={m.source / 'upper'},workdir={m.source / 'work'}"
+    cwd = os.getcwd()
+    os.chdir(common)
+    try:
+        _linux.mount("overlay", merged, "overlay", _linux.MS_RDONLY if m.readonly else 0, opts)
+    finally:
+        os.chdir(cwd)
+    done.append(merged)
+    source = safe_join(merged, m.subpath)
+    if not os.path.lexists(source):
+        raise ExecutionError(f"RUN --mount=type=bind: {m.subpath} not found in the mount source")
+    return source
 
 
 def _wait_for(pid: int) -> int:

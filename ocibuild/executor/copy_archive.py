@@ -10,6 +10,7 @@ is given, which then applies to every unpacked entry.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 from ocibuild.errors import ContentError, ExecutionError
 from ocibuild.fs.compression import open_decompressed
 from ocibuild.fs.ownership import OwnershipRecord
-from ocibuild.fs.safepath import clean_member_name, safe_join
+from ocibuild.fs.safepath import safe_join
 from ocibuild.fs.tarreader import TarReader
 
 
@@ -44,40 +45,45 @@ def unpack_archive(
     chown: Callable[[Path, int, int], None],
 ) -> None:
     """Unpack the archive at ``path`` into the directory ``dest`` (already resolved inside the
-    stage root and created). With ``owner``, every unpacked entry is chowned to it."""
+    stage root and created), reading it once. Each entry gets the tar's ids, or ``owner`` when
+    given (current BuildKit's ChownOpts: every entry of the archive; the parents it implies
+    stay root's), through ``chown`` (which records what the sandbox cannot set on disk)."""
     try:
         from ocibuild.fs.unpack import unpack_layer
     except ImportError as exc:  # pragma: no cover - the layer unpacker ships with ocibuild
         raise ExecutionError("ADD of an archive needs ocibuild.fs.unpack") from exc
-    # Ids the sandbox cannot set on disk (single-id) land in this record; they are handed to
-    # ``chown``, which records them for the snapshot.
+    # With ``owner``, unpacked without chown: the record then lists every entry with its mode,
+    # and the owner is applied from it rather than from a second pass over the archive.
+    # Without, the tar's ids are set while unpacking; the record holds those the disk could
+    # not take (single-id), handed to ``chown``, which records them for the snapshot.
     record = OwnershipRecord()
     try:
         with open(path, "rb") as raw:
-            unpack_layer(raw, dest, ownership=record, apply_whiteouts=False)
+            unpack_layer(raw, dest, ownership=record, apply_whiteouts=False,
+                         chown=owner is None)
     except ContentError as exc:
         raise ExecutionError(f"unpack {path.name}: {exc.message}") from exc
-    if owner is None:
-        for rel, true in record.entries.items():
-            target = safe_join(dest, rel, follow_symlinks=False)
-            if not os.path.lexists(target):
-                continue
-            if not os.path.islink(target):
-                os.chmod(target, stat.S_IMODE(true.mode))
-            chown(target, true.uid, true.gid)
-        return
-    uid, gid = owner
-    # Only the archive's own entries take the --chown ids (parents it implies stay root's).
-    with open(path, "rb") as raw, open_decompressed(raw) as plain:
-        for entry in TarReader(plain):
-            name = clean_member_name(entry.name)
-            if not name:
-                continue
-            target = safe_join(dest, name, follow_symlinks=False)
-            try:
-                st = os.lstat(target)
-            except FileNotFoundError:
-                continue
+    for rel, true in record.entries.items():
+        target = safe_join(dest, rel, follow_symlinks=False)
+        if not os.path.lexists(target):
+            continue
+        uid, gid = owner if owner is not None else (true.uid, true.gid)
+        if os.path.islink(target):
             chown(target, uid, gid)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(target, stat.S_IMODE(st.st_mode))  # chown cleared setuid/setgid
+            continue
+        caps = _capability(target)
+        chown(target, uid, gid)
+        os.chmod(target, stat.S_IMODE(true.mode))  # chown cleared setuid/setgid
+        if caps is not None:  # and file capabilities, which the archive set
+            with contextlib.suppress(OSError):
+                os.setxattr(target, _CAPS, caps, follow_symlinks=False)
+
+
+_CAPS = "security.capability"
+
+
+def _capability(path: Path) -> bytes | None:
+    try:
+        return os.getxattr(path, _CAPS, follow_symlinks=False)
+    except OSError:
+        return None

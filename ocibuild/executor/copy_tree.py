@@ -123,8 +123,11 @@ def mkdir_all(
         raise ExecutionError(f"mkdir {_show(root, real)}: not a directory") from None
     except NotADirectoryError as exc:
         raise ExecutionError(f"mkdir {_show(root, real)}: not a directory") from exc
-    os.chmod(real, mode)
-    uid, gid = owner or (0, 0)
+    # fsutil does a bare os.Mkdir: under a setgid parent the kernel gives the new directory the
+    # parent's group and the setgid bit, and without --chown nothing changes that group.
+    inherited = os.stat(real).st_mode & stat.S_ISGID
+    os.chmod(real, mode | inherited)
+    uid, gid = owner or (0, os.stat(real.parent).st_gid if inherited else 0)
     chown(real, uid, gid)
     created.append(real)
     return created

@@ -1,8 +1,12 @@
 """``RUN --mount``: the plan's ``Mount`` values turned into the sandbox's bind/tmpfs mounts.
 
-- ``bind``: from the context (the context directory), a stage or an image (the source's layers
-  flattened once per build into a temp dir); ``rw`` binds get a private copy, so writes are
-  discarded as in BuildKit.
+- ``bind``: from the context (as BuildKit sends it: files ``.dockerignore`` excludes are absent,
+  so with ignore rules a filtered tree is made once per build, of hard links where the file
+  system allows), a stage or an image. A stage or image is the chain of its unpacked layer dirs
+  in the store (those the snapshotter stacks), mounted as a read-only overlay in the sandbox;
+  where the snapshotter is not kernel overlay, its layers are flattened once per source per
+  build (under a lock of that source) instead. ``rw`` binds write to a private upper dir (an
+  overlay) or a private copy, so writes are discarded as in BuildKit and never reach the source.
 - ``cache``: a directory in the store (``store.cache_dir(id)``) kept across builds; created
   with ``mode``/``uid``/``gid`` (the owner is set inside the user namespace when the build is
   rootless with a sub-id map, where ``uid=1000`` is a sub-id on the host; with a single id
@@ -11,6 +15,9 @@
   concurrent user its own directory (the first free of ``id``, ``id#private1``, ...), as
   BuildKit makes a new one when the cache is in use.
 - ``tmpfs``: a fresh tmpfs.
+- In chroot mode (no mount namespace) the sources are placed in the rootfs by rename or copy
+  for the RUN and taken out afterwards (:mod:`ocibuild.executor.chroot_mounts`); a cache is
+  then always used under its lock.
 - ``secret``: a file bound read only at ``target`` (default ``/run/secrets/<id>``) or an
   environment variable (``env=``); the value is read at RUN time and never reaches a layer,
   the config or the history (the mount target's stub is removed by the sandbox).
@@ -27,9 +34,10 @@ import hashlib
 import itertools
 import os
 import shutil
+import stat
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +51,19 @@ class RunMounts:
     """Prepares the mounts of RUN steps for one build; ``close`` removes its temp dirs."""
 
     def __init__(self, store: Any, context_dir: Path, images: Any,
-                 secrets: Mapping[str, tuple[str, str]], ssh: Mapping[str, str]):
+                 secrets: Mapping[str, tuple[str, str]], ssh: Mapping[str, str],
+                 context: Any = None):
+        """``context`` (an ``executor.context.BuildContext`` for ``context_dir``) brings the
+        ``.dockerignore`` rules a context bind mount honours."""
         self.store = store
         self.context_dir = context_dir
+        self.context = context
         self.images = images
         self.secrets = dict(secrets)
         self.ssh = dict(ssh)
         self._flat: dict[str, Path] = {}
         self._lock = threading.Lock()
+        self._source_locks: dict[str, threading.Lock] = {}
         self._work = Path(tempfile.mkdtemp(prefix="ocibuild-mounts-"))
 
     def close(self) -> None:
@@ -66,7 +79,7 @@ class RunMounts:
         env: dict[str, str] = {}
         with contextlib.ExitStack() as stack:
             tmp = Path(tempfile.mkdtemp(prefix="run-", dir=self._work))
-            stack.callback(shutil.rmtree, tmp, True)
+            stack.callback(_remove_tmp, runner, tmp)
             ssh_index = 0
             for m in step.mounts:
                 match m.type:
@@ -100,33 +113,76 @@ class RunMounts:
     # -- each type -------------------------------------------------------------------------
 
     def _source_dir(self, runner: Any, source: Any) -> Path:
+        """A host directory holding the whole of ``source`` (made at most once per build)."""
         match source:
             case ContextRef():
-                return self.context_dir
+                if self.context is None or not self.context.ignore:
+                    return self.context_dir
+                return self._once("context", self._filtered_context)
             case Scratch():
-                empty = self._work / "scratch"
-                empty.mkdir(exist_ok=True)
-                return empty
+                return self._once("scratch", lambda dest: None)
             case StageRef() | ImageRef():
                 local = self.images.local_dir(source) if isinstance(source, ImageRef) else None
                 if local is not None:
                     return Path(local)
-                key = repr(source)
-                with self._lock:
-                    if key in self._flat:
-                        return self._flat[key]
-                image = (runner.result(source.index).image if isinstance(source, StageRef)
-                         else self.images.image(source))
-                dest = Path(tempfile.mkdtemp(prefix="flat-", dir=self._work))
-                from ocibuild.output.rootfs import _flatten
 
-                _flatten(image, self.store, dest)
-                with self._lock:
-                    self._flat[key] = dest
-                return dest
+                def flatten(dest: Path) -> None:
+                    from ocibuild.output.rootfs import _flatten
+
+                    image = (runner.result(source.index).image if isinstance(source, StageRef)
+                             else self.images.image(source))
+                    _flatten(image, self.store, dest)
+
+                return self._once(repr(source), flatten)
         raise AssertionError(source)
 
+    def _once(self, key: str, fill: Any) -> Path:
+        """The dir ``fill(dest)`` made for ``key``: filled once per build, under a lock of that
+        key (stages in threads may want the same source at once; other keys do not wait)."""
+        with self._lock:
+            lock = self._source_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                known = self._flat.get(key)
+            if known is not None:
+                return known
+            dest = Path(tempfile.mkdtemp(prefix="src-", dir=self._work))
+            try:
+                fill(dest)
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise
+            with self._lock:
+                self._flat[key] = dest
+            return dest
+
+    def _filtered_context(self, dest: Path) -> None:
+        """The context as BuildKit transfers it: only what ``.dockerignore`` lets through."""
+        _copy_visible(self.context_dir, dest, self.context.visible)
+
+    def _overlay_lowers(self, runner: Any, source: Any) -> tuple[Path, ...] | None:
+        """The unpacked layer dirs of a stage or image source when the sandbox can stack them
+        with kernel overlay (the snapshotter does), else None."""
+        if not isinstance(source, (StageRef, ImageRef)):
+            return None
+        runtime = getattr(getattr(runner, "s", None), "runtime", None)
+        lowers_of = getattr(runner, "source_lowers", None)
+        if (runtime is None or lowers_of is None or runtime.snapshotter != "overlay"
+                or not runtime.isolation.namespaced):
+            return None
+        if isinstance(source, ImageRef) and self.images.local_dir(source) is not None:
+            return None  # a named context directory: bound as it is
+        lowers = tuple(lowers_of(source))
+        return lowers or None
+
     def _bind(self, runner: Any, m: Mount, tmp: Path) -> RunMount:
+        lowers = self._overlay_lowers(runner, m.source)
+        if lowers is not None:
+            staging = tmp / f"ovl-{len(list(tmp.iterdir()))}"
+            for name in ("merged", "upper", "work", "empty"):
+                (staging / name).mkdir(parents=True)
+            return RunMount(target=m.target, kind="overlay", source=staging,
+                            readonly=m.readonly, lowers=lowers, subpath=m.source_path or "/")
         root = self._source_dir(runner, m.source)
         src = safe_join(root, m.source_path or "/")
         if not src.exists():
@@ -148,7 +204,9 @@ class RunMounts:
             ident = f"{ident}@{m.source!r}"
         if m.sharing == "private":
             ident = self._private_slot(ident, stack)
-        elif m.sharing == "locked":
+        elif m.sharing == "locked" or not _namespaced(runner):
+            # In chroot mode the cache dir itself is moved into the rootfs for the RUN
+            # (executor.chroot_mounts): no other RUN may use it meanwhile.
             stack.enter_context(self.store.cache_lock(ident))
         path = Path(self.store.cache_dir(ident))
         marker = path.parent / (path.name + ".init")
@@ -240,8 +298,70 @@ class RunMounts:
         return RunMount(target=target, source=Path(sock), readonly=False)
 
 
+def _remove_tmp(runner: Any, tmp: Path) -> None:
+    """Remove a RUN's mount files. A RUN user other than root may have written files of a
+    sub-id into an overlay's upper dir or a ``rw`` copy: those need the sandbox to go."""
+    runtime = getattr(getattr(runner, "s", None), "runtime", None)
+    if runtime is not None and any(p.name.startswith(("ovl-", "rw-")) for p in tmp.iterdir()):
+        with contextlib.suppress(Exception):
+            runtime.remove_tree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _namespaced(runner: Any) -> bool:
+    """Whether RUN mounts are real mounts (else chroot mode places them by rename/copy)."""
+    runtime = getattr(getattr(runner, "s", None), "runtime", None)
+    isolation = getattr(runtime, "isolation", None)
+    return isolation is None or bool(isolation.namespaced)
+
+
 def _chown_in_sandbox(ctx: Any, path: str, uid: int, gid: int) -> None:
     """Run by ``Runtime.call`` as root of the user namespace (``ctx`` unused: ``path`` is a
     host path outside the snapshot, visible in the sandbox's mount namespace)."""
     del ctx
     os.chown(path, uid, gid)
+
+
+def _copy_visible(src: Path, dest: Path, visible: Callable[[str], bool]) -> None:
+    """Copy the tree ``src`` into the existing dir ``dest``, keeping only entries whose
+    slash-separated relative path ``visible`` accepts (a hidden directory is skipped whole:
+    ``visible`` says yes to one that holds re-included entries). Files are hard links where the
+    file system allows (the mount is read only, or copied again for ``rw``), else copies;
+    modes, times and (as root) owners are kept."""
+    as_root = os.geteuid() == 0
+    top_st = os.stat(src)
+    if as_root:
+        os.chown(dest, top_st.st_uid, top_st.st_gid)
+    os.chmod(dest, stat.S_IMODE(top_st.st_mode))
+    dirs: list[tuple[str, str]] = [(os.fspath(src), os.fspath(dest))]
+    for top, out in dirs:
+        rel_top = os.path.relpath(top, src)
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            rel = entry.name if rel_top == "." else f"{rel_top}/{entry.name}"
+            if not visible(rel):
+                continue
+            target = os.path.join(out, entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                os.mkdir(target, 0o700)
+                dirs.append((entry.path, target))
+            elif entry.is_symlink():
+                os.symlink(os.readlink(entry.path), target)
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    os.link(entry.path, target, follow_symlinks=False)
+                    continue  # the same inode: its metadata is the file's own
+                except OSError:
+                    shutil.copy2(entry.path, target, follow_symlinks=False)
+            else:
+                continue  # sockets, fifos, devices: not part of a context BuildKit sends
+            st = entry.stat(follow_symlinks=False)
+            if as_root:
+                os.lchown(target, st.st_uid, st.st_gid)
+            if not entry.is_symlink():
+                os.chmod(target, stat.S_IMODE(st.st_mode))
+    # Directory times last, deepest first: filling a directory changes its mtime.
+    for top, out in reversed(dirs):
+        st = os.stat(top)
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ocibuild.digest import Digest
 from ocibuild.errors import OcibuildError, UsageError
 from ocibuild.image import Image, ImageConfig, Platform
 from ocibuild.plan.model import BaseConfig, ImageRef
@@ -104,6 +105,8 @@ class ImageSource:
         # the pull then uses the same manifest, so a tag moving mid-build cannot mix images.
         self._resolved: dict[tuple[str, str], Image] = {}
         self._images: dict[tuple[str, str], Image] = {}
+        # The repository each pulled layer came from: a push to the same registry mounts it.
+        self._origins: dict[Digest, Reference] = {}
 
     @property
     def client(self) -> Any:
@@ -115,6 +118,12 @@ class ImageSource:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+    def pulled_from(self) -> dict[Digest, Reference]:
+        """The registry repository every layer pulled so far came from (a push to the same
+        registry mounts those layers instead of uploading them)."""
+        with self._lock:
+            return dict(self._origins)
 
     def named_context(self, name: str) -> NamedContext | None:
         return self.named.get(name) or self.named.get(_normal(name))
@@ -198,6 +207,10 @@ class ImageSource:
                 from ocibuild.store.images import record_image
 
                 record_image(self.store, pull_root(value, platform), image)
+                source = Reference.parse(value)
+                with self._lock:
+                    for layer in image.layers:
+                        self._origins.setdefault(layer.digest, source)
             else:
                 image = resolved if resolved is not None else self._from_layout(value, platform)
         except BaseException as exc:

@@ -344,7 +344,7 @@ def _commit(snap: Snapshot, dest: Path, compression: str, level: int | None,
         record = lower_record.merge(snapshots.load_record(snap.path))
     changes = snapshots.changes(snap, record, lower_record)
     return write_layer(changes, dest, compression, level, ownership=record,
-                       source_date_epoch=epoch)
+                       source_date_epoch=epoch, ordered=True)
 
 
 def _rmtree(path: Path) -> None:

@@ -12,6 +12,10 @@ Per step, as BuildKit does it:
 
 Every layer a step produces is unpacked once per chain id by the runtime and reused as a lower
 directory by the next step and by every stage or build that shares it.
+
+With a build cache (``BuildServices.cache``, see ``executor.cache``) every state has a key;
+a RUN, COPY/ADD or WORKDIR whose key has an entry is not run: its recorded layer is appended
+(unpacked only when a later step needs a filesystem) and its vertex shows ``CACHED``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from ocibuild.digest import Digest
 from ocibuild.dockerfile import model as df
 from ocibuild.errors import ExecutionError, OcibuildError
+from ocibuild.executor import cache as sc
 from ocibuild.executor import configedit as ce
 from ocibuild.executor.command import RunSpec
 from ocibuild.executor.progress import Progress, Vertex
@@ -61,6 +66,8 @@ class StageResult:
 
     index: int
     image: Image
+    key: str = ""  # the build-cache state key of the image (empty without a cache)
+    first_new: int = 0  # history entries from here on were added by this build
 
 
 @dataclass
@@ -84,6 +91,7 @@ class BuildServices:
     created: str = ""  # RFC 3339 time stamped on history entries and the config
     hostname: str = "buildkitsandbox"
     run_mounts: Any = None  # executor.mounts.RunMounts
+    cache: Any = None  # executor.cache.StepCache; None: no keys, no lookups, no records
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _layer_dirs: dict[str, Path] = field(default_factory=dict)
 
@@ -207,11 +215,14 @@ class StageRunner:
             with self.s.progress.step(step_name(stage, 1, total, from_text)):
                 pass
         cmd_set = False
+        key = self._base_key(stage)
+        first_new = (self.result(stage.base.index).first_new if isinstance(stage.base, StageRef)
+                     else len(image.config.history))
         for number, step in enumerate(stage.steps, start=2):
             name = step_name(stage, number, total, instruction_text(step.instruction))
             vertex = self.s.progress.vertex(name)
             try:
-                image = self.run_step(stage, step, image, cmd_set, vertex)
+                image, key = self._cached_step(stage, step, image, cmd_set, vertex, key)
             except OcibuildError as exc:
                 if exc.location is None:
                     exc.location = step.instruction.location
@@ -225,11 +236,65 @@ class StageRunner:
             if isinstance(step, ConfigStep) and isinstance(step.instruction, df.Cmd):
                 cmd_set = True
         if self.s.created:
-            image = image.with_config(image.config.with_created(self.s.created))
-        result = StageResult(stage.index, image)
+            image = sc.restamp(image, first_new, self.s.created)
+        result = StageResult(stage.index, image, key, first_new)
         with self._lock:
             self.results[stage.index] = result
         return result
+
+    # -- the build cache (executor.cache) -----------------------------------------------------
+
+    def _base_key(self, stage: PlannedStage) -> str:
+        cache = self.s.cache
+        if cache is None:
+            return ""
+        if isinstance(stage.base, StageRef):
+            return self.result(stage.base.index).key
+        image = self.s.images(stage.base) if isinstance(stage.base, ImageRef) else None
+        return cache.base_key(sc.base_identity(stage, image))
+
+    def _cached_step(self, stage: PlannedStage, step: Step, image: Image, cmd_set: bool,
+                     vertex: Vertex, parent: str) -> tuple[Image, str]:
+        """Run ``step`` unless the cache has what it makes (then append that, no snapshot, and
+        mark the vertex CACHED); returns the new image and its state key."""
+        cache = self.s.cache
+        if cache is None:
+            return self.run_step(stage, step, image, cmd_set, vertex), ""
+        key = sc.key_before(self, parent, step, image)
+        makes_layer = not isinstance(step, ConfigStep) or isinstance(step.instruction, df.Workdir)
+        if key is not None and makes_layer:
+            hit = cache.lookup(key)
+            if hit is not None:
+                if isinstance(step, ConfigStep):  # WORKDIR: its config edit, then its layer
+                    cfg, _ = ce.apply_config(image.config.to_json(), step.instruction,
+                                             cmd_set=cmd_set, created=self.s.created or None)
+                    image = image.with_config(ImageConfig(cfg))
+                # As BuildKit: the layer and its time come from the cache, the history text
+                # from this Dockerfile (a key leaves out spacing and locations).
+                history = History(created=hit.history.created,
+                                  created_by=self._created_by(step, image),
+                                  comment=ce.HISTORY_COMMENT)
+                vertex.cached()
+                return append(image, hit.layer, history), key
+        after = self.run_step(stage, step, image, cmd_set, vertex)
+        if key is None:
+            key = sc.key_after(parent, step, after)
+        if makes_layer:
+            with contextlib.suppress(OSError):  # a failed write only costs a later miss
+                cache.record(key, image, after)
+        return after, key
+
+    def _created_by(self, step: Step, image: Image) -> str:
+        """The history text of a step that makes a layer, on the state ``image`` (for
+        WORKDIR: with its config edit applied)."""
+        cfg = image.config.to_json()
+        match step:
+            case RunStep():
+                return ce.run_created_by(run_argv(cfg, step)[0], step.history_args)
+            case CopyStep(instruction=df.CopyBase() as instr):
+                return ce.copy_created_by(instr, step.sources, step.dest, step.chown,
+                                          step.chmod, step.parents)
+        return f"WORKDIR {cfg['config']['WorkingDir']}"
 
     def run_step(self, stage: PlannedStage, step: Step, image: Image, cmd_set: bool,
                  vertex: Vertex) -> Image:
@@ -260,7 +325,7 @@ class StageRunner:
         env = ce.env_map(cfg)
         env.update(dict(step.build_args))
         inner = cfg.get("config") or {}
-        created_by = ce.run_created_by(argv, step.history_args)
+        created_by = self._created_by(step, image)
         runtime = self.s.runtime
         snap = runtime.new_snapshot(self.s.layer_dirs(image))
         try:
@@ -299,8 +364,7 @@ class StageRunner:
         workdir = (cfg.get("config") or {}).get("WorkingDir") or "/"
         instr = step.instruction
         assert isinstance(instr, df.CopyBase)
-        created_by = ce.copy_created_by(instr, step.sources, step.dest, step.chown, step.chmod,
-                                        step.parents)
+        created_by = self._created_by(step, image)
         roots = {"src": self.source_lowers(step.source)}
         ignore = None
         if isinstance(step.source, ContextRef) and self.s.context is not None:
@@ -358,8 +422,8 @@ def run_argv(cfg: dict[str, Any], step: RunStep) -> tuple[list[str], tuple[str, 
                                                                                     doc.content)
             return ce.with_shell(cfg, df.ShellForm(doc.content)), None
         parts = [text]
-        for doc in step.heredocs:
-            parts.append("\n" + doc.content + doc.name)
+        for doc in step.heredocs:  # the shell reads these bodies: as written (<<- tabs kept)
+            parts.append("\n" + (doc.content if doc.raw is None else doc.raw) + doc.name)
         return ce.with_shell(cfg, df.ShellForm("".join(parts))), None
     return ce.with_shell(cfg, command), None
 

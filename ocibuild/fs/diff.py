@@ -54,7 +54,7 @@ def overlay_changes(upper: Path, *, exclude: Collection[str] = ()) -> Iterator[C
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 yield Change(ChangeKind.DELETE, path, upper)
                 continue
-            yield Change(ChangeKind.ADD, path, upper)
+            yield Change(ChangeKind.ADD, path, upper, st)
             if stat.S_ISDIR(st.st_mode):
                 if _is_opaque(entry.path):
                     yield Change(ChangeKind.OPAQUE, path, upper)
@@ -99,21 +99,21 @@ def tree_changes(
                 continue
             cur_st = cur.stat(follow_symlinks=False)
             if old is None:
-                yield Change(ChangeKind.ADD, path, new)
+                yield Change(ChangeKind.ADD, path, new, cur_st)
                 if stat.S_ISDIR(cur_st.st_mode):
                     yield from _all_below(new, path)
                 continue
             old_st = old.stat(follow_symlinks=False)
             if stat.S_ISDIR(cur_st.st_mode):
                 if not stat.S_ISDIR(old_st.st_mode):
-                    yield Change(ChangeKind.ADD, path, new)
+                    yield Change(ChangeKind.ADD, path, new, cur_st)
                     yield from _all_below(new, path)
                     continue
                 if _differs(path, old.path, old_st, cur.path, cur_st):
-                    yield Change(ChangeKind.MODIFY, path, new)
+                    yield Change(ChangeKind.MODIFY, path, new, cur_st)
                 yield from walk(path)
             elif _differs(path, old.path, old_st, cur.path, cur_st):
-                yield Change(ChangeKind.MODIFY, path, new)
+                yield Change(ChangeKind.MODIFY, path, new, cur_st)
 
     def owner_view(record: OwnershipRecord | None, path: str, st: os.stat_result) -> tuple[object, ...]:
         owner = record.get(path) if record is not None else None
@@ -148,7 +148,7 @@ def tree_changes(
 def _all_below(root: Path, rel: str) -> Iterator[Change]:
     for entry in _sorted_entries(os.path.join(root, rel)):
         path = f"{rel}/{entry.name}"
-        yield Change(ChangeKind.ADD, path, root)
+        yield Change(ChangeKind.ADD, path, root, entry.stat(follow_symlinks=False))
         if entry.is_dir(follow_symlinks=False):
             yield from _all_below(root, path)
 

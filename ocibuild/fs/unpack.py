@@ -161,9 +161,11 @@ class _Unpacker:
             case EntryKind.SYMLINK:
                 os.symlink(entry.linkname, target)
             case EntryKind.HARDLINK:
-                self._hardlink(entry, target, rel)
                 self.written.add(rel)
-                return  # a hard link shares its target's inode and metadata
+                if not self._hardlink(entry, target, rel):
+                    return
+                # The link's header sets the shared inode's metadata, as containerd's and
+                # go-archive's createTarFile do (a writer normally repeats the target's).
             case EntryKind.FIFO:
                 os.mkfifo(target, 0o600)
             case EntryKind.CHAR | EntryKind.BLOCK:
@@ -203,7 +205,9 @@ class _Unpacker:
         if self.ownership is not None:
             self.ownership.forget(os.path.relpath(target, self.root))
 
-    def _hardlink(self, entry: TarEntry, target: str, rel: str) -> None:
+    def _hardlink(self, entry: TarEntry, target: str, rel: str) -> bool:
+        """Link ``target`` to the earlier entry; whether the link's own header metadata
+        applies to the shared inode (not for a symlink or device placeholder target)."""
         link = clean_member_name(entry.linkname)
         lparent, _, lbase = link.rpartition("/")
         if not lbase:
@@ -219,10 +223,13 @@ class _Unpacker:
         if stat.S_ISDIR(st.st_mode):
             raise ContentError(f"hostile layer: hard link {entry.name!r} to a directory")
         os.link(source, target, follow_symlinks=False)
-        if self.ownership is not None:
-            owner = self.ownership.get(os.path.relpath(source, self.root))
-            if owner is not None:
+        owner = self.ownership.get(os.path.relpath(source, self.root)) if self.ownership else None
+        if stat.S_ISLNK(st.st_mode) or (owner is not None and owner.device is not None):
+            # A link to a symlink or a device placeholder keeps what its target has.
+            if owner is not None and self.ownership is not None:
                 self.ownership.set(rel, owner)
+            return False
+        return True
 
     def _device(self, entry: TarEntry, target: str, rel: str) -> tuple[str, int, int] | None:
         kind = stat.S_IFCHR if entry.kind is EntryKind.CHAR else stat.S_IFBLK
@@ -246,7 +253,11 @@ class _Unpacker:
     ) -> None:
         is_link = entry.kind is EntryKind.SYMLINK
         owned = False
-        if self.chown:
+        if entry.kind is EntryKind.HARDLINK and self.chown:
+            st = os.lstat(target)
+            # chown drops security.capability: skip the no-op one a hard link usually asks for.
+            owned = (st.st_uid, st.st_gid) == (entry.uid, entry.gid)
+        if self.chown and not owned:
             try:
                 os.chown(target, entry.uid, entry.gid, follow_symlinks=False)
                 owned = True

@@ -1,50 +1,67 @@
-"""Platforms (``linux/arm64/v8``) and choosing a manifest from an index for one.
+"""Platforms (``linux/arm64/v8``): parsing and normalising them, choosing a manifest from an
+index for one, and the automatic platform ARGs BuildKit defines. The one Platform of ocibuild:
+the planner and the image/registry code share it.
 
-Normalisation follows containerd's ``platforms`` package: ``x86_64`` is ``amd64``, ``aarch64`` is
-``arm64``, a missing variant means ``v8`` on arm64, ``v7`` on arm and ``v1`` on amd64. A
-platform can run images of a *lower* variant of its architecture (``amd64/v3`` runs ``v2`` and
-``v1``; ``arm/v7`` runs ``v6`` and ``v5``); choosing prefers the exact variant, then the highest
-lower one.
+Normalisation follows containerd's ``platforms`` package (:func:`normalize_arch`): ``x86_64``
+is ``amd64``, ``aarch64`` is ``arm64``, ``i386`` (and ``i486``..``i686``) is ``386``,
+``armhf``/``armel`` are ``arm/v7``/``arm/v6``; a missing variant means ``v8`` on arm64, ``v7``
+on arm and ``v1`` on amd64. A platform can run images of a *lower* variant of its architecture
+(``amd64/v3`` runs ``v2`` and ``v1``; ``arm/v7`` runs ``v6`` and ``v5``); choosing prefers the
+exact variant, then the highest lower one.
+
+Pure: the only input from the host is the machine name (``uname``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ocibuild.errors import UsageError
 
-_ARCH_ALIASES = {
-    "x86_64": ("amd64", ""),
-    "x86-64": ("amd64", ""),
-    "aarch64": ("arm64", ""),
-    "armhf": ("arm", "v7"),
-    "armel": ("arm", "v6"),
-    "i386": ("386", ""),
-    "i486": ("386", ""),
-    "i586": ("386", ""),
-    "i686": ("386", ""),
-}
 _DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
-_KNOWN_OS = {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos"}
+# Every OS containerd's Parse knows (a lone word naming one is an OS, else an architecture).
+_KNOWN_OS = frozenset(
+    "aix android darwin dragonfly freebsd hurd illumos ios js linux nacl netbsd openbsd plan9 "
+    "solaris wasip1 windows zos".split()
+)
+_KNOWN_ARCH = frozenset(
+    "386 amd64 amd64p32 arm armbe arm64 arm64be loong64 mips mipsle mips64 mips64le mips64p32 "
+    "mips64p32le ppc ppc64 ppc64le riscv riscv64 s390 s390x sparc sparc64 wasm".split()
+)
+_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 T = TypeVar("T")
 
 
-def _normalise_variant(arch: str, variant: str) -> str:
-    """containerd's spelling: ``8`` is ``v8``; the default of arm64 (v8) and amd64 (v1) is
-    written as no variant, arm's (v7) explicitly."""
-    v = variant.lower()
-    if v and v[0].isdigit():
-        v = "v" + v
-    v = {"v8.0": "v8", "v9.0": "v9"}.get(v, v)
+def normalize_arch(arch: str, variant: str) -> tuple[str, str]:
+    """containerd's ``normalizeArch``: aliases to Go names, default variants dropped (arm keeps
+    its ``v7`` written), arm's digits spelled ``vN``. ``i486``..``i686`` are ``386`` as
+    ``i386`` is (uname's names on 32-bit x86 hosts)."""
+    arch, variant = arch.lower(), variant.lower()
+    if arch in ("i386", "i486", "i586", "i686"):
+        return "386", ""
+    if arch in ("x86_64", "x86-64", "amd64"):
+        return "amd64", "" if variant == "v1" else variant
+    if arch in ("aarch64", "arm64"):
+        if variant in ("8", "v8", "v8.0"):
+            variant = ""
+        elif variant in ("9", "9.0", "v9.0"):
+            variant = "v9"
+        return "arm64", variant
+    if arch == "armhf":
+        return "arm", "v7"
+    if arch == "armel":
+        return "arm", "v6"
     if arch == "arm":
-        return v or "v7"
-    if v == _DEFAULT_VARIANT.get(arch):
-        return ""
-    return v
+        if variant in ("", "7"):
+            variant = "v7"
+        elif variant in ("5", "6", "8"):
+            variant = "v" + variant
+    return arch, variant
 
 
 @dataclass(frozen=True)
@@ -75,18 +92,13 @@ class Platform:
     @classmethod
     def default(cls) -> Platform:
         """The platform this process runs on (always linux for ocibuild's purposes)."""
-        return cls("linux", os.uname().machine).normalised()
+        return host_platform()
 
     def normalised(self) -> Platform:
         """Canonical spelling (containerd's ``Normalize``): ``aarch64`` is ``arm64``, a default
         variant is dropped except on arm where ``v7`` is written."""
-        arch, variant = self.architecture.lower(), self.variant
-        if arch in _ARCH_ALIASES:
-            arch, alias_variant = _ARCH_ALIASES[arch]
-            variant = variant or alias_variant
-        return Platform(
-            self.os.lower(), arch, _normalise_variant(arch, variant), self.os_version, self.os_features
-        )
+        arch, variant = normalize_arch(self.architecture, self.variant)
+        return Platform(self.os.lower(), arch, variant, self.os_version, self.os_features)
 
     def matches(self, other: Platform) -> bool:
         """Same OS, architecture and variant once both are normalised (os.version ignored)."""
@@ -152,3 +164,57 @@ def _variant_number(variant: str) -> float | None:
         return float(variant[1:]) if variant.startswith("v") else None
     except ValueError:
         return None
+
+
+def host_platform() -> Platform:
+    """This machine's platform (``x86_64`` -> ``linux/amd64``, ``aarch64`` -> ``linux/arm64``)."""
+    arch, variant = normalize_arch(os.uname().machine or "amd64", "")
+    return Platform("linux", arch, variant)
+
+
+def parse_platform(spec: str, default: Platform | None = None) -> Platform:
+    """Parse and normalise ``os``, ``arch``, ``os/arch`` or ``os/arch/variant`` as containerd's
+    ``Parse`` + ``Normalize`` do (the planner's ``--platform`` and ``FROM --platform``). A lone
+    known OS takes ``default``'s architecture, a lone anything else is an architecture on
+    ``default``'s OS (``default``: the host). Raises ValueError with containerd's wording."""
+    default = default or host_platform()
+    if "*" in spec:
+        raise ValueError(f"{spec!r}: wildcards (*) not yet supported: invalid argument")
+    parts = spec.split("/")
+    for part in parts:
+        if not _PART.match(part):
+            raise ValueError(f"{spec!r}: invalid path component {part!r}: invalid argument")
+    if len(parts) == 1:
+        word = parts[0].lower()
+        if word in _KNOWN_OS or word == "macos":
+            os_name = "darwin" if word == "macos" else word
+            return Platform(os_name, default.architecture, default.variant)
+        arch, variant = normalize_arch(word, "")
+        if arch not in _KNOWN_ARCH:
+            raise ValueError(
+                f"{spec!r}: unknown operating system or architecture: invalid argument"
+            )
+        return Platform(default.os, arch, variant)
+    if len(parts) > 3:
+        raise ValueError(f"{spec!r}: cannot parse platform specifier: invalid argument")
+    os_name = parts[0].lower()
+    os_name = "darwin" if os_name == "macos" else os_name
+    arch, variant = normalize_arch(parts[1], parts[2] if len(parts) == 3 else "")
+    return Platform(os_name, arch, variant)
+
+
+def platform_args(target: Platform, build: Platform) -> dict[str, str]:
+    """BuildKit's automatic ARGs (``defaultArgs``), in its order: available in the global scope,
+    imported into a stage with ``ARG NAME``; ``--build-arg`` may override each of them."""
+    return {
+        "BUILDPLATFORM": str(build),
+        "BUILDOS": build.os,
+        "BUILDOSVERSION": "",
+        "BUILDARCH": build.architecture,
+        "BUILDVARIANT": build.variant,
+        "TARGETPLATFORM": str(target),
+        "TARGETOS": target.os,
+        "TARGETOSVERSION": "",
+        "TARGETARCH": target.architecture,
+        "TARGETVARIANT": target.variant,
+    }

@@ -38,6 +38,32 @@ def atomic_file(dest: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
+def atomic_path(dest: Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield the path of a new, empty file beside ``dest`` for a writer that opens files by
+    name; when the block succeeds it is synced and renamed to ``dest`` (replacing it)."""
+    dest = Path(dest)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
+    except OSError as exc:
+        raise OutputError(f"create {dest}: {exc.strerror}") from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode & ~_umask())
+        os.rename(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield an empty directory that is renamed to ``dest`` when the block succeeds.
 

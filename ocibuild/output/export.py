@@ -130,15 +130,23 @@ def _push(out: OutputSpec, image: Image, manifest: Manifest, store: Any, images:
         if vertex is not None:
             vertex.status(str(digest), done, total)
 
-    # Blobs first (per repository), the manifest last under every name.
+    # Blobs first (per repository), the manifest last under every name. A layer pulled from
+    # a repository of the same registry is mounted from there (no upload; the registry falls
+    # back to an upload session when it cannot mount); further repositories mount from the
+    # first one pushed.
+    origins = images.pulled_from() if hasattr(images, "pulled_from") else {}
+    first: Reference | None = None
     for repo in dict.fromkeys(r.name for r in refs):
         target = next(r for r in refs if r.name == repo)
         blobs = [*manifest.layers, manifest.config]
+        same = first if first is not None and first.registry == target.registry else None
         with ThreadPoolExecutor(max_workers=min(4, len(blobs))) as pool:
-            futures = [pool.submit(client.push_blob, target, b, store, None, on_progress)
+            futures = [pool.submit(client.push_blob, target, b, store,
+                                   same or origins.get(b.digest), on_progress)
                        for b in blobs]
         for f in futures:
             f.result()
+        first = first or target
     for r in refs:
         client.push_manifest(r, manifest.raw, manifest.media_type)
 

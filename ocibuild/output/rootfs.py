@@ -1,7 +1,8 @@
 """``type=local`` and ``type=tar`` outputs: the final image's filesystem, not the image.
 
 The layers are applied in order (whiteouts honoured) into a directory built beside the
-destination and renamed into place. As root, ids and modes land on disk; otherwise they are
+destination and renamed into place; the tar is flattened in a temporary directory and
+written beside the destination, then renamed into place. As root, ids and modes land on disk; otherwise they are
 kept in an ``OwnershipRecord`` and the tar output carries the image's true ids. The tar is
 written by E's deterministic layer writer (uncompressed), so the same image gives the same bytes.
 """
@@ -34,7 +35,7 @@ def _flatten(image: Image, store: Any, dest: Path) -> Any:
 def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool) -> None:
     """Write the flattened filesystem of ``image`` to ``dest`` (a new directory, or a tar file;
     ``-`` is stdout for the tar)."""
-    from ocibuild.output._atomic import atomic_dir, atomic_file
+    from ocibuild.output._atomic import atomic_dir, atomic_path
 
     if not as_tar:
         target = Path(dest)
@@ -54,14 +55,17 @@ def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool) -> None:
         empty.mkdir()
         record = _flatten(image, store, root)
         changes = tree_changes(empty, root, new_ownership=record)
-        blob = write_layer(changes, work / "fs.tar", "none", ownership=record)
         if dest == "-":
+            blob = write_layer(changes, work / "fs.tar", "none", ownership=record, ordered=True)
             with open(blob.path, "rb") as f:
                 shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
             sys.stdout.buffer.flush()
             return
-        with atomic_file(Path(dest)) as out, open(blob.path, "rb") as f:
-            shutil.copyfileobj(f, out, 1 << 20)
+        # The tar is written once, beside the destination, and renamed into place (no copy
+        # from a temporary directory that may be on another filesystem).
+        target = Path(dest)
+        with atomic_path(target) as tmp:
+            write_layer(changes, tmp, "none", ownership=record, ordered=True)
     except OSError as exc:
         raise OutputError(f"write {dest}: {exc.strerror or exc}") from exc
     finally:

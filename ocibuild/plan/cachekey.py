@@ -1,10 +1,13 @@
-"""Per-step cache keys: the place for them, with a first deterministic definition.
+"""Per-step cache keys of the local build cache (``executor.cache`` uses them).
 
-XXX: the cache issue owns the final definition (what BuildKit's LLB digests cover, cache
-import/export formats). This one is already usable for a local cache: a key is the SHA-256
-of the parent key and a canonical description of the step, where the description leaves out
-everything that must not bust the cache: the instruction's location and source text, and the
-proxy build args (BuildKit keeps proxies out of cache keys).
+A key is the SHA-256 of the parent state's key, a canonical description of the step and the
+``content`` the plan cannot know (the executor's part: files a COPY selects, the key of a
+``--from`` stage, RUN's environment and bind-mount sources; see ``executor.cache``). The
+description is the step's ``repr`` (frozen dataclasses and tuples: deterministic) with what
+must not bust the cache blanked: the instruction's location and source text, the history-only
+build args, and the proxy build args (BuildKit keeps proxies out of cache keys). Everything
+else the step carries stays in, so two steps that mean different things never share a key.
+XXX: BuildKit's own LLB digests (for ``--cache-from``/``--cache-to``) are another matter.
 """
 
 from __future__ import annotations

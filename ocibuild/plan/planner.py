@@ -20,6 +20,7 @@ from ocibuild.dockerfile import model as df
 from ocibuild.dockerfile.expand import Expansion, expand, expand_word
 from ocibuild.dockerfile.flags import with_suggestion
 from ocibuild.errors import DockerfileError, OcibuildError, PlanError
+from ocibuild.image.platform import Platform, host_platform, parse_platform, platform_args
 from ocibuild.plan import graph
 from ocibuild.plan.model import (
     BaseConfig,
@@ -31,7 +32,6 @@ from ocibuild.plan.model import (
     StageRef,
 )
 from ocibuild.plan.mounts import mount_from
-from ocibuild.plan.platform import Platform, host_platform, parse_platform, platform_args
 from ocibuild.plan.steps import (
     DEFAULT_PATH,
     PROXY_ARGS,
@@ -368,7 +368,7 @@ class Planner:
         source, platform = self.base(index)
         if isinstance(source, StageRef):
             return finished[source.index].copy()
-        state = StageState(env={}, platform=platform)
+        state = StageState(env={}, platform=platform, empty_fs=isinstance(source, Scratch))
         if isinstance(source, ImageRef):
             config = self.base_config(index)
             for item in config.env:

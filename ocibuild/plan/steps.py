@@ -19,9 +19,9 @@ from ocibuild.dockerfile import model as df
 from ocibuild.dockerfile.expand import Expansion, expand_word, expand_words
 from ocibuild.dockerfile.expand import expand as expand_full
 from ocibuild.errors import DockerfileError, PlanError
+from ocibuild.image.platform import Platform
 from ocibuild.plan.model import ConfigStep, CopyStep, RunStep, Source, Step
 from ocibuild.plan.mounts import parse_mount
-from ocibuild.plan.platform import Platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_ARGS = (
@@ -48,11 +48,15 @@ class StageState:
     shell: tuple[str, ...] = ()
     args: list[tuple[str, str | None]] = field(default_factory=list)
     workdir_set: bool = False  # a WORKDIR of this Dockerfile ran (WorkdirRelativePath)
+    # Still BuildKit's llb.Scratch(): FROM scratch and nothing written yet. A file op on it
+    # has no input to read /etc/passwd from, so a user *name* there is an error.
+    empty_fs: bool = False
+    user: str = ""  # the USER set in this Dockerfile (expanded), for WORKDIR's mkdir owner
 
     def copy(self) -> StageState:
         return StageState(
             dict(self.env), self.platform, self.workdir, self.shell, list(self.args),
-            self.workdir_set,
+            self.workdir_set, self.empty_fs, self.user,
         )
 
 
@@ -82,6 +86,20 @@ class StepContext:
 def _fail(exc: Exception, instruction: df.Instruction) -> PlanError:
     message = exc.message if isinstance(exc, DockerfileError) else str(exc)
     return PlanError(message, location=instruction.location)
+
+
+def _check_named_owner(state: StageState, spec: str, what: str) -> None:
+    """BuildKit's ``llb.WithUser`` makes a non-numeric part other than ``root`` a by-name
+    lookup in the file op's base; on an empty (scratch) base that fails ("invalid user index:
+    -1"). Raise the same refusal, saying why."""
+    if not state.empty_fs:
+        return
+    for part in spec.split(":", 1):
+        if part and part != "root" and not re.fullmatch(r"[+-]?\d+", part):
+            raise ValueError(
+                f"{what}: user name {part!r} cannot be looked up on an empty scratch stage "
+                "(no /etc/passwd yet; BuildKit: invalid user index: -1): use numeric ids"
+            )
 
 
 def normalize_workdir(current: str, requested: str) -> str:
@@ -185,9 +203,14 @@ class StagePlanner:
         st = self.state
         match ins:
             case df.Run():
+                st.empty_fs = False
                 return self._run(ins)
             case df.Add() | df.Copy():
-                return self._copy(ins)
+                step = self._copy(ins)
+                if step.chown and not ins.link:  # --link copies onto its own scratch
+                    _check_named_owner(st, step.chown, f"--chown={step.chown}")
+                st.empty_fs = False
+                return step
             case df.Env():
                 pairs = tuple(
                     df.KeyValue(self.word(p.key, ins), self.word(p.value, ins)) for p in ins.pairs
@@ -208,10 +231,14 @@ class StagePlanner:
                 ports = tuple(p for w in words for p in _parse_port(w))
                 return ConfigStep(replace(ins, ports=ports))
             case df.User():
-                return ConfigStep(replace(ins, user=self.word(ins.user, ins)))
+                st.user = self.word(ins.user, ins)
+                return ConfigStep(replace(ins, user=st.user))
             case df.Workdir():
                 st.workdir = normalize_workdir(st.workdir, self.word(ins.path, ins))
                 st.workdir_set = True
+                if st.workdir != "/":  # BuildKit mkdirs it, owned by USER
+                    _check_named_owner(st, st.user, f"WORKDIR {st.workdir} under USER {st.user}")
+                    st.empty_fs = False
                 return ConfigStep(replace(ins, path=st.workdir))
             case df.Volume():
                 paths = tuple(self.word(p, ins) for p in ins.paths)

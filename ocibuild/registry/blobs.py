@@ -6,13 +6,15 @@ that resume (chunked) or restart with a new session when they fail, bounded. Dow
 from __future__ import annotations
 
 import io
+import os
+import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
 from ocibuild.digest import Digest
-from ocibuild.errors import RegistryError
+from ocibuild.errors import ContentError, RegistryError
 from ocibuild.image.descriptor import Descriptor
 from ocibuild.reference import Reference
 from ocibuild.registry.auth import pull_scope, push_scope
@@ -61,12 +63,16 @@ class BlobSource(Protocol):
 
 class _Slice:
     """``length`` bytes of a file from ``offset``, read in large blocks; ``len()`` tells
-    requests the Content-Length so the body is streamed, never loaded."""
+    requests the Content-Length so the body is streamed, never loaded. ``on_read(pos, data)``
+    sees every block read (``pos`` its offset in the file) before it is sent."""
 
-    def __init__(self, f: IO[bytes], length: int) -> None:
+    def __init__(self, f: IO[bytes], length: int, offset: int = 0,
+                 on_read: Callable[[int, bytes], None] | None = None) -> None:
         self._f = f
         self._length = length
         self._left = length
+        self._pos = offset
+        self._on_read = on_read
 
     def __len__(self) -> int:
         return self._length
@@ -74,6 +80,9 @@ class _Slice:
     def read(self, n: int = -1) -> bytes:
         want = self._left if n is None or n < 0 else min(self._left, max(n, READ_CHUNK))
         data = self._f.read(want) if want else b""
+        if self._on_read is not None and data:
+            self._on_read(self._pos, data)
+        self._pos += len(data)
         self._left -= len(data)
         return data
 
@@ -81,15 +90,48 @@ class _Slice:
         self._f.close()
 
 
-@dataclass(frozen=True)
 class StoreSource:
-    store: BlobStore
-    digest: Digest
+    """A stored blob as an upload body, checked on its way out (the store's files are only
+    verified when read through ``store.open``, so the push verifies instead of trusting them).
+
+    The bytes are hashed in file order as the upload reads them, once each (a resumed or
+    restarted upload sends bytes again; they are not hashed twice). The read that takes the
+    last byte raises :class:`ContentError`, before that byte is sent, when the blob is not what
+    its digest says; ``store.verify`` then removes it from the store. Thread-safe.
+    """
+
+    def __init__(self, store: BlobStore, digest: Digest) -> None:
+        self.store = store
+        self.digest = digest
+        self._lock = threading.Lock()
+        self._hash = digest.hasher()
+        self._hashed = 0  # bytes [0, _hashed) of the blob went into _hash
 
     def open(self, offset: int, length: int) -> IO[bytes]:
-        f = open(self.store.path(self.digest), "rb")  # noqa: SIM115 - closed by requests
+        try:
+            f = open(self.store.path(self.digest), "rb")  # noqa: SIM115 - closed by requests
+        except FileNotFoundError as exc:
+            raise ContentError(f"blob {self.digest} is not in the store") from exc
+        size = os.fstat(f.fileno()).st_size
         f.seek(offset)
-        return _Slice(f, length)  # type: ignore[return-value]
+        return _Slice(f, length, offset,  # type: ignore[return-value]
+                      lambda pos, data: self._account(pos, data, size))
+
+    def _account(self, pos: int, data: bytes, size: int) -> None:
+        with self._lock:
+            end = pos + len(data)
+            if not pos <= self._hashed < end:
+                return  # seen already, or after a gap (a later read fills it)
+            self._hash.update(memoryview(data)[self._hashed - pos:])
+            self._hashed = end
+            if end < size:
+                return
+            got = Digest(self.digest.algorithm, self._hash.hexdigest())
+        if got != self.digest:
+            verify = getattr(self.store, "verify", None)
+            if verify is not None:
+                verify(self.digest)  # ContentError, and the blob leaves the store
+            raise ContentError(f"blob {self.digest} in the store is corrupt (read {got})")
 
 
 @dataclass(frozen=True)
@@ -168,7 +210,14 @@ def _upload_chunks(client: RegistryClient, ref: Reference, desc: Descriptor, sou
                    location: str, action: str) -> str:
     """PATCH the blob in ``client.chunk_size`` pieces with ``Content-Range``; after a failed
     chunk ask the session where it stands (``GET`` -> ``Range``) and go on from there. Returns
-    the session URL for the final PUT."""
+    the session URL for the final PUT.
+
+    When a chunk's answer is lost after the registry took the chunk, the session URL we hold
+    is the one from before it. Registries that name the session by its id alone answer the
+    status query and the upload resumes. The distribution registry (``docker-registry``) signs
+    the offset into the URL (``_state``): a stale one fails the query and the registry cancels
+    the session, so the upload restarts; nothing better is possible there (the new URL was in
+    the lost answer)."""
     assert client.chunk_size
     scopes = [push_scope(ref.repository)]
     offset = 0

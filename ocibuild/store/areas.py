@@ -5,6 +5,7 @@
     <root>/tmp/                      temporary files and dirs on the same filesystem
     <root>/roots/<sha256(name)>.json {"name", "digest", "updated"}: what gc keeps alive
     <root>/locks/                    flock files
+    <root>/buildcache/<hex>.json     build-step cache entries (``store.buildcache``)
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def _root_file(store: BlobStore, name: str) -> Path:
     return store.root / "roots" / (hashlib.sha256(name.encode()).hexdigest() + ".json")
 
 
-def add_root(store: BlobStore, name: str, digest: Digest) -> None:
-    dest = _root_file(store, name)
-    body = json.dumps({"name": name, "digest": str(digest), "updated": time.time()})
-    fd, tmp = tempfile.mkstemp(prefix="root-", dir=store.root / "tmp")
+def write_small_file(store: BlobStore, dest: Path, body: str) -> None:
+    """Write a small text file (a root, a cache entry) atomically: a temp file in the store's
+    ``tmp`` (same file system), then a rename over ``dest``."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{dest.stem[:8]}-", dir=store.root / "tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(body)
@@ -107,6 +108,11 @@ def add_root(store: BlobStore, name: str, digest: Digest) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def add_root(store: BlobStore, name: str, digest: Digest) -> None:
+    body = json.dumps({"name": name, "digest": str(digest), "updated": time.time()})
+    write_small_file(store, _root_file(store, name), body)
 
 
 def roots(store: BlobStore) -> Iterator[Root]:

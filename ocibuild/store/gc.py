@@ -7,7 +7,9 @@ What is kept, by default:
   - anything used or written within ``GRACE`` (24 hours): a build running now may hold blobs
     and snapshots it has not recorded yet, and recently used content is the useful cache
     (``has``, ``open``, writes and ``snapshot()`` refresh mtimes);
-  - cache-mount directories (``RUN --mount=type=cache``), as BuildKit keeps them.
+  - cache-mount directories (``RUN --mount=type=cache``), as BuildKit keeps them;
+  - build-cache entries (``store.buildcache``) used within ``ROOT_MAX_AGE``, with their layer
+    blobs and snapshots; older entries are removed.
 Everything else is removed: unreferenced blobs and snapshots, stale temp files, old roots.
 A tree that cannot be removed is reported and skipped. XXX: snapshots unpacked by a rootless
 sandbox with a sub-id range hold files only that user namespace can delete; the executor's
@@ -33,7 +35,7 @@ from ocibuild.digest import Digest
 from ocibuild.errors import OcibuildError, StoreError
 from ocibuild.image import ImageConfig, Index, Manifest, chain_ids, parse_manifest
 from ocibuild.image.manifest import MAX_MANIFEST_SIZE
-from ocibuild.store import areas
+from ocibuild.store import areas, buildcache
 from ocibuild.store._locks import locked
 from ocibuild.store.blobs import BlobStore
 
@@ -127,6 +129,7 @@ def prune(
         else:
             roots.append(root)
     live_blobs, live_chains = live_set(store, roots)
+    report.roots += _cache_entries(store, live_blobs, live_chains, now - root_max_age)
     cutoff = now - grace
     for digest in list(store.digests()):
         path = store.path(digest)
@@ -170,6 +173,30 @@ def prune(
     return report
 
 
+def _cache_entries(store: BlobStore, blobs: set[Digest], chains: set[Digest],
+                   cutoff: float) -> int:
+    """Add what live build-cache entries keep to ``blobs``/``chains``; remove entries unused
+    since ``cutoff`` (returns how many)."""
+    removed = 0
+    for entry in buildcache.entries(store):
+        if _old(entry.path, cutoff):
+            with contextlib.suppress(FileNotFoundError):
+                entry.path.unlink()
+                removed += 1
+            continue
+        with contextlib.suppress(OcibuildError, KeyError, TypeError):
+            if entry.layer is not None:
+                blobs.add(Digest.parse(entry.layer["digest"]))
+            if entry.chain is not None:
+                chains.add(entry.chain)
+    # Remembered context-file digests (executor.cache_files) of contexts not built lately.
+    for path in sorted((store.root / buildcache.AREA / "files").glob("*.json")):
+        if _old(path, cutoff):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return removed
+
+
 def _prune_all(store: BlobStore) -> PruneReport:
     fd = store._lock_fd
     if fd is None:
@@ -188,7 +215,7 @@ def _prune_all(store: BlobStore) -> PruneReport:
                 report.bytes += store.path(digest).stat().st_size
                 store.path(digest).unlink()
                 report.blobs += 1
-        for sub in ("snapshots", "cache", "tmp", "roots", "locks"):
+        for sub in ("snapshots", "cache", buildcache.AREA, "tmp", "roots", "locks"):
             top = store.root / sub
             for child in sorted(top.iterdir()) if top.is_dir() else ():
                 if sub == "snapshots" and child.is_dir():

@@ -31,6 +31,8 @@ _ARGDUP = "RUN history: a re-declared ARG listed once (dockerfile 1.12, e2be8f7)
 _UNPACK = "ADD --chown of a local archive chowns its entries (BuildKit 0.23, 46e52f4)"
 _PARENTS = ("COPY --chmod also sets the mode of the directories it creates for the destination "
             "(BuildKit 0.21, fsutil copy.MkdirAll(..., ci.Mode))")
+_CHMODVAR = ("COPY/ADD --chmod is expanded with ARG/ENV, mode and history (dockerfile 1.10, "
+             "22fbeaf; 0.13 ignored the unexpanded value)")
 CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
     "arg-scoping": (
         ("[empty] ARG VERSION\n", "[empty] ARG VERSION=2.5\n", _ARG),
@@ -110,6 +112,119 @@ CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("d 0755 65534:65534 /etc/app\n", "d 0640 65534:65534 /etc/app\n", _PARENTS),
         ("d 0755 65534:65534 /etc/app/conf.d\n", "d 0640 65534:65534 /etc/app/conf.d\n",
          _PARENTS),
+    ),
+    # Round 2 (cases added in session 2).
+    "arg-buildarg-override": (
+        ('[empty] ARG BASE_TAG\n',
+         '[empty] ARG BASE_TAG=1.36\n', _ARG),
+        ('[empty] ARG GLOBAL_ONLY\n',
+         '[empty] ARG GLOBAL_ONLY=g\n', _ARG),
+        ('[empty] ARG NOVAL\n',
+         '[empty] ARG NOVAL=given\n', _ARG),
+        ('[empty] ARG OVER=default\n',
+         '[empty] ARG OVER=cli\n', _ARG),
+    ),
+    "arg-env-precedence": (
+        ('[empty] ARG NAME=from-arg\n',
+         '[empty] ARG NAME=cli\n', _ARG),
+        ('[empty] ARG LATER=arg-val\n',
+         '[empty] ARG LATER=cli-later\n', _ARG),
+        ('[empty] EXPOSE map[2/tcp:{}]\n',
+         '[empty] EXPOSE [2/tcp]\n', _EXPOSE),
+    ),
+    "expand-modifiers": (
+        ('[empty] EXPOSE map[8080/tcp:{}]\n',
+         '[empty] EXPOSE [8080/tcp]\n', _EXPOSE),
+    ),
+    "expose-ranges": (
+        ('[empty] EXPOSE map[8000/tcp:{} 8001/tcp:{} 8002/tcp:{}]\n',
+         '[empty] EXPOSE [8000/tcp 8001/tcp 8002/tcp]\n', _EXPOSE),
+        ('[empty] EXPOSE map[8000/tcp:{} 9000/udp:{} 9001/udp:{}]\n',
+         '[empty] EXPOSE [8000/tcp 9000/udp 9001/udp]\n', _EXPOSE),
+        ('[empty] EXPOSE map[443/tcp:{} 53/tcp:{} 53/udp:{} 80/tcp:{}]\n',
+         '[empty] EXPOSE [443/tcp 53/tcp 53/udp 80/tcp]\n', _EXPOSE),
+        ('[empty] EXPOSE map[10000/sctp:{}]\n',
+         '[empty] EXPOSE [10000/sctp]\n', _EXPOSE),
+    ),
+    "from-arg-stage-name": (
+        ('[empty] ARG FLAVOR\n',
+         '[empty] ARG FLAVOR=busybox\n', _ARG),
+    ),
+    "healthcheck-options": (
+        ('[empty] HEALTHCHECK &{["CMD" "/bin/true"] "1m30s" "5s" "2s" "0s" \'\\x04\'}\n',
+         '[empty] HEALTHCHECK {Test:[CMD /bin/true] Interval:1m30s Timeout:5s StartPeriod:2s StartInterval:0s Retries:4}\n', _HEALTH),
+        ('[empty] HEALTHCHECK &{["CMD-SHELL" "true"] "10s" "1m0s" "0s" "0s" \'\\x00\'}\n',
+         '[empty] HEALTHCHECK {Test:[CMD-SHELL true] Interval:10s Timeout:1m0s StartPeriod:0s StartInterval:0s Retries:0}\n', _HEALTH),
+        ('[empty] HEALTHCHECK &{["CMD-SHELL" "curl -f http://x/ || exit 1"] "0s" "0s" "1h0m0s" "0s" \'\\x00\'}\n',
+         '[empty] HEALTHCHECK {Test:[CMD-SHELL curl -f http://x/ || exit 1] Interval:0s Timeout:0s StartPeriod:1h0m0s StartInterval:0s Retries:0}\n', _HEALTH),
+    ),
+    "onbuild-expand-later": (
+        ('[empty] ARG WHO=base-arg\n',
+         '[empty] ARG WHO=cli-who\n', _ARG),
+        ('[empty] ARG WHO=child-default\n',
+         '[empty] ARG WHO=cli-who\n', _ARG),
+        ('[empty] EXPOSE map[7000/tcp:{}]\n',
+         '[empty] EXPOSE [7000/tcp]\n', _EXPOSE),
+    ),
+    "shell-then-cmd-forms": (
+        ('[empty] HEALTHCHECK &{["CMD-SHELL" "wget -q http://localhost/ || exit 1"] "0s" "0s" "0s" "0s" \'\\x00\'}\n',
+         '[empty] HEALTHCHECK {Test:[CMD-SHELL wget -q http://localhost/ || exit 1] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}\n', _HEALTH),
+    ),
+    "stage-chain-three": (
+        ('[empty] EXPOSE map[1000/tcp:{}]\n',
+         '[empty] EXPOSE [1000/tcp]\n', _EXPOSE),
+        ('[empty] EXPOSE map[2000/udp:{}]\n',
+         '[empty] EXPOSE [2000/udp]\n', _EXPOSE),
+    ),
+    "add-archives-subdirs": (
+        ("f 0644 0:0 /owned/d/x.txt", "f 0644 1000:1000 /owned/d/x.txt", _UNPACK),
+        ("f 0644 0:0 /owned/top.txt", "f 0644 1000:1000 /owned/top.txt", _UNPACK),
+    ),
+    "chmod-dirs-files": (
+        ("d 0755 0:0 /opt/tree750\n", "d 0750 0:0 /opt/tree750\n", _PARENTS),
+        ("d 0755 0:0 /opt/treeslash\n", "d 0644 0:0 /opt/treeslash\n", _PARENTS),
+    ),
+    "arg-expand-copy-add": (
+        ("COPY --chmod=0${MODE:-640} src/a.txt", "COPY --chmod=0640 src/a.txt", _CHMODVAR),
+        ("f 0644 0:0 /opt/app/mode.txt", "f 0640 0:0 /opt/app/mode.txt", _CHMODVAR),
+    ),
+    "arg-from-chain": (
+        ("[empty] ARG IMG\n", "[empty] ARG IMG=localhost:5000/busybox\n", _ARG),
+        ("[empty] ARG REG\n", "[empty] ARG REG=localhost:5000\n", _ARG),
+    ),
+    "expose-case-proto": (
+        ("EXPOSE map[53/udp:{} 80/tcp:{}]", "EXPOSE [53/udp 80/tcp]", _EXPOSE),
+        ("EXPOSE map[8080/tcp:{}]", "EXPOSE [8080/tcp 8080/tcp]",
+         _EXPOSE + "; a port written twice is listed twice"),
+    ),
+    "from-platform-flag": (
+        ("[empty] ARG TARGETOS\n", "[empty] ARG TARGETOS=linux\n", _ARG),
+        ("[empty] ARG TARGETARCH\n", "[empty] ARG TARGETARCH=amd64\n", _ARG),
+    ),
+    "label-env-expansion-order": (
+        ("[empty] ARG A=ignored\n", "[empty] ARG A=from-cli\n", _ARG),
+    ),
+    "run-history-args": (
+        ("[empty] ARG QUOTED=it\"s\n", "[empty] ARG QUOTED=cli 'q' \"dq\"\n", _ARG),
+    ),
+    "shell-inherited": (
+        ("""HEALTHCHECK &{["CMD-SHELL" "true"] "5s" "0s" "0s" "0s" '\\x00'}""",
+         "HEALTHCHECK {Test:[CMD-SHELL true] Interval:5s Timeout:0s StartPeriod:0s"
+         " StartInterval:0s Retries:0}", _HEALTH),
+    ),
+    "arg-multi-line": (
+        ("[empty] ARG A B=stage-b C=3 D\n", "[empty] ARG A=global-a B=stage-b C=3 D=cli-d\n",
+         _ARG),
+    ),
+    "expose-host-forms": (
+        ("EXPOSE map[80/tcp:{}]", "EXPOSE [80/tcp]", _EXPOSE),
+        ("EXPOSE map[90/tcp:{}]", "EXPOSE [90/tcp]", _EXPOSE),
+        ("EXPOSE map[6000/udp:{} 6001/udp:{}]", "EXPOSE [6000/udp 6001/udp]", _EXPOSE),
+    ),
+    "healthcheck-start-interval": (
+        ("""HEALTHCHECK &{["CMD" "true"] "0s" "0s" "30s" "3s" '\\x00'}""",
+         "HEALTHCHECK {Test:[CMD true] Interval:0s Timeout:0s StartPeriod:30s StartInterval:3s"
+         " Retries:0}", _HEALTH),
     ),
 }
 

@@ -23,8 +23,10 @@ ROOTLESS = {
     "env-expansion", "copy-symlinks", "copy-dir-contents", "dockerignore", "run-heredoc",
     "mount-cache",  # cache uid/gid: set inside the user namespace (skipped with a single id)
 }
-# And as root without CAP_SYS_ADMIN (chroot mode: no namespaces, copy snapshots).
-CHROOT = ROOTLESS - {"run-heredoc", "mount-cache"} | {"run-as-user", "user-workdir", "parallel-stages"}
+# And as root without CAP_SYS_ADMIN (chroot mode: no namespaces, copy snapshots; RUN mounts
+# placed in the rootfs by executor/chroot_mounts.py).
+CHROOT = ROOTLESS | {"run-as-user", "user-workdir", "parallel-stages", "mount-bind-context",
+                     "mount-bind-stage", "mount-tmpfs", "mount-secret"}
 
 
 def _params() -> list[object]:

@@ -8,11 +8,12 @@ import shutil
 import stat
 from pathlib import Path
 
+import pytest
 from fs_helpers import IS_ROOT, Overlay, make_file, mount_overlay, needs_root, umount
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocibuild.fs import ChangeKind, overlay_changes, tree_changes, unpack_layer, write_layer
+from ocibuild.fs import Change, ChangeKind, overlay_changes, tree_changes, unpack_layer, write_layer
 from ocibuild.fs.tarformat import BLOCK, EntryKind, TarEntry, encode_header
 from ocibuild.fs.treeview import describe_tree
 
@@ -101,7 +102,7 @@ def test_overlay_diff_becomes_a_layer_that_reproduces_the_snapshot(overlay: Over
     assert (ChangeKind.DELETE, "gone") in kinds and (ChangeKind.OPAQUE, "dir") in kinds
     want = describe_tree(m)
     umount(m)
-    blob = write_layer(changes, tmp_path / "layer.tgz")
+    blob = write_layer(changes, tmp_path / "layer.tgz", ordered=True)
     # Applying the layer on a copy of the lower reproduces the merged view.
     applied = tmp_path / "applied"
     shutil.copytree(overlay.lower[0], applied, symlinks=True)
@@ -199,8 +200,23 @@ def test_tree_diff_layer_applied_to_lower_gives_new_tree(tmp_path: Path, before:
         changes = list(tree_changes(lower, new))
         if not after:
             assert changes == []
-        blob = write_layer(changes, work / "layer", "gzip")
+        # The walk yields layer order: streamed as it comes, and checked.
+        blob = write_layer(changes, work / "layer", "gzip", ordered=True)
         unpack_layer(blob.path, lower)
         assert describe_tree(lower, mtimes=False) == describe_tree(new, mtimes=False)
     finally:
         shutil.rmtree(work)
+
+
+def test_ordered_changes_out_of_order_are_refused_and_leave_nothing(tmp_path: Path) -> None:
+    make_file(tmp_path / "t" / "a", b"a")
+    make_file(tmp_path / "t" / "b", b"b")
+    root = tmp_path / "t"
+    shuffled = [Change(ChangeKind.ADD, "b", root), Change(ChangeKind.ADD, "a", root)]
+    with pytest.raises(ValueError, match="out of order: 'a'"):
+        write_layer(shuffled, tmp_path / "layer", ordered=True)
+    assert not (tmp_path / "layer").exists()
+    # Unordered input is sorted instead, with the same bytes as the ordered stream.
+    sorted_blob = write_layer(shuffled, tmp_path / "sorted")
+    ordered_blob = write_layer(reversed(shuffled), tmp_path / "ordered", ordered=True)
+    assert sorted_blob.digest == ordered_blob.digest

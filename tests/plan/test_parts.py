@@ -9,11 +9,11 @@ import pytest
 
 from ocibuild.dockerfile.parser import parse
 from ocibuild.errors import PlanError
+from ocibuild.image.platform import Platform, normalize_arch, parse_platform
 from ocibuild.plan import base_images, make_plan
 from ocibuild.plan.cachekey import step_cache_key
 from ocibuild.plan.model import BaseConfig, ConfigStep, ContextRef, Mount, RunStep, Scratch
 from ocibuild.plan.mounts import mount_from, parse_mount
-from ocibuild.plan.platform import Platform, normalize_arch, parse_platform
 from ocibuild.plan.steps import normalize_workdir
 
 AMD64 = Platform("linux", "amd64")
@@ -31,6 +31,8 @@ AMD64 = Platform("linux", "amd64")
     ("linux/armel", "linux/arm/v6"),
     ("linux/arm/6", "linux/arm/v6"),
     ("linux/i386", "linux/386"),
+    ("linux/i686", "linux/386"),
+    ("i686", "linux/386"),
     ("LINUX/AMD64", "linux/amd64"),
     ("linux", "linux/amd64"),
     ("windows/amd64", "windows/amd64"),
@@ -49,6 +51,28 @@ def test_parse_platform_errors(spec: str) -> None:
 
 def test_normalize_arch_amd64_v1() -> None:
     assert normalize_arch("x86-64", "v1") == ("amd64", "")
+
+
+@pytest.mark.parametrize("spec", [
+    "linux/amd64", "linux/x86_64", "linux/amd64/v1", "linux/amd64/v3", "linux/aarch64",
+    "linux/arm64/v8", "linux/arm64/8", "linux/arm", "linux/arm/7", "linux/armhf",
+    "linux/armel", "linux/i386", "linux/i686", "linux/386", "windows/amd64",
+])
+def test_one_platform_for_planner_and_images(spec: str) -> None:
+    """The planner's platforms are the image code's: same class, same normal form, so the
+    ``ImageRef`` platform a plan names selects the manifest the registry code would."""
+    from ocibuild.image import Platform as ImagePlatform
+
+    planned = parse_platform(spec, AMD64)
+    assert isinstance(planned, ImagePlatform)
+    assert planned == ImagePlatform.parse(spec).normalised()
+    assert ImagePlatform.parse(str(planned)).matches(ImagePlatform.parse(spec))
+
+
+def test_no_second_platform_module() -> None:
+    import importlib.util
+
+    assert importlib.util.find_spec("ocibuild.plan.platform") is None
 
 
 def _mount(spec: str, workdir: str = "/work", env: dict[str, str] | None = None) -> Mount:
