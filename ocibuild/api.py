@@ -29,7 +29,9 @@ def run_verb(verb: str, args: argparse.Namespace) -> int:
 
         return int(getattr(registry_cli, f"run_{verb}")(args))
     if verb == "prune":
+        from ocibuild.executor.runtime import sandbox_remover
         from ocibuild.store.gc import run_prune_cli
 
-        return run_prune_cli(args)
+        with sandbox_remover() as remover:
+            return run_prune_cli(args, remover=remover)
     raise UsageError(f"unknown verb {verb!r}")

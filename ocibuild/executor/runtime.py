@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -248,6 +248,31 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def sandbox_remover() -> Iterator[Callable[[Path], None]]:
+    """A remover for ``store.gc.prune``: deletes a tree as root of this user's sandbox, for
+    snapshots whose files belong to sub-ids (a full id map) that the user cannot delete. The
+    sandbox is only set up on the first call; raises ``SandboxError`` when the tree stays."""
+    runtime: Runtime | None = None
+
+    def remove(path: Path) -> None:
+        nonlocal runtime
+        try:
+            if runtime is None:
+                runtime = Runtime.detect()
+            runtime.remove_tree(path)
+        except OSError as exc:
+            raise SandboxError(f"remove {path} in the sandbox: {exc.strerror or exc}") from exc
+        if os.path.lexists(path):
+            raise SandboxError(f"remove {path} in the sandbox: some files remain")
+
+    try:
+        yield remove
+    finally:
+        if runtime is not None:
+            runtime.close()
 
 
 def _safe_name(name: str) -> str:

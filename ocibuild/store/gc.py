@@ -11,9 +11,10 @@ What is kept, by default:
   - build-cache entries (``store.buildcache``) used within ``ROOT_MAX_AGE``, with their layer
     blobs and snapshots; older entries are removed.
 Everything else is removed: unreferenced blobs and snapshots, stale temp files, old roots.
-A tree that cannot be removed is reported and skipped. XXX: snapshots unpacked by a rootless
-sandbox with a sub-id range hold files only that user namespace can delete; the executor's
-runtime should offer prune a remover that enters the namespace.
+A tree that cannot be removed is reported and skipped. Snapshots unpacked by a rootless
+sandbox with a sub-id range hold files only that user namespace can delete: the caller may pass
+a ``remover`` (the CLI passes the executor runtime's, which deletes as root of the sandbox) that
+is tried when a plain removal fails.
 
 ``--all`` empties the store completely (blobs, snapshots, cache dirs, roots). It needs the
 store's lock exclusively, so it refuses while another ocibuild process has the store open.
@@ -28,6 +29,7 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,7 @@ class PruneReport:
     roots: int = 0
     temporary: int = 0
     failed: list[str] = field(default_factory=list)
+    remover: Callable[[Path], None] | None = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         text = (
@@ -68,6 +71,13 @@ class PruneReport:
             areas.remove_tree(path)
             return True
         except StoreError as exc:
+            if self.remover is not None:
+                try:
+                    self.remover(path)
+                    return True
+                except OcibuildError as again:
+                    self.failed.append(f"{exc.message} ({again.message})")
+                    return False
             self.failed.append(exc.message)
             return False
 
@@ -114,12 +124,14 @@ def prune(
     everything: bool = False,
     grace: float = GRACE,
     root_max_age: float = ROOT_MAX_AGE,
+    remover: Callable[[Path], None] | None = None,
 ) -> PruneReport:
-    """Remove what no live root needs (see the module docstring). Safe to run beside builds."""
+    """Remove what no live root needs (see the module docstring). Safe to run beside builds.
+    ``remover`` deletes a tree a plain removal could not (it raises ``OcibuildError``)."""
     if everything:
-        return _prune_all(store)
+        return _prune_all(store, remover)
     now = time.time()
-    report = PruneReport()
+    report = PruneReport(remover=remover)
     roots = []
     for root in areas.roots(store):
         if root.updated < now - root_max_age:
@@ -197,7 +209,7 @@ def _cache_entries(store: BlobStore, blobs: set[Digest], chains: set[Digest],
     return removed
 
 
-def _prune_all(store: BlobStore) -> PruneReport:
+def _prune_all(store: BlobStore, remover: Callable[[Path], None] | None) -> PruneReport:
     fd = store._lock_fd
     if fd is None:
         raise StoreError(f"content store {store.root} is closed")
@@ -209,7 +221,7 @@ def _prune_all(store: BlobStore) -> PruneReport:
             hint="wait for running builds to finish, or run `ocibuild prune` without --all",
         ) from exc
     try:
-        report = PruneReport()
+        report = PruneReport(remover=remover)
         for digest in list(store.digests()):
             with contextlib.suppress(FileNotFoundError):
                 report.bytes += store.path(digest).stat().st_size
@@ -231,9 +243,10 @@ def _prune_all(store: BlobStore) -> PruneReport:
         fcntl.flock(fd, fcntl.LOCK_SH)
 
 
-def run_prune_cli(args: argparse.Namespace) -> int:
+def run_prune_cli(args: argparse.Namespace,
+                  remover: Callable[[Path], None] | None = None) -> int:
     """``python -m ocibuild prune [--all]`` on the default store; prints what was removed."""
     with BlobStore() as store:
-        report = prune(store, everything=bool(getattr(args, "all", False)))
+        report = prune(store, everything=bool(getattr(args, "all", False)), remover=remover)
     print(f"{store.root}: {report}", file=sys.stdout)
     return 0

@@ -378,3 +378,21 @@ def test_cli_no_cache_flag(simple: Builder) -> None:
     assert len(ran(logs[0])) == 5 and not cached(logs[0])
     assert len(ran(logs[1])) == 5 and not cached(logs[1])
     assert ran(logs[2]) == set() and len(cached(logs[2])) == 5
+
+
+def test_prune_all_removes_snapshots_only_the_sandbox_can_delete(  # type: ignore[no-untyped-def]
+        e2e_registry, tmp_path: Path, isolation: str) -> None:
+    """With a sub-id map, a RUN's files owned by another id (in a 0700 dir) cannot be deleted
+    by the user outside the namespace; ``prune`` falls back to the sandbox's remover."""
+    from ocibuild.executor.runtime import sandbox_remover
+
+    b = Builder(tmp_path, e2e_registry.host, isolation, f"""\
+FROM {PLACEHOLDER}/busybox:latest
+RUN mkdir -p /locked/in && touch /locked/in/f && chown -R 1000:1000 /locked && chmod 700 /locked /locked/in
+""")
+    b.build()
+    with BlobStore(b.store) as store, sandbox_remover() as remover:
+        report = prune(store, everything=True, remover=remover)
+        assert report.failed == [], report
+        snaps = store.root / "snapshots"
+        assert snaps.is_dir() and list(snaps.rglob("*")) == []
