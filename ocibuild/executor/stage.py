@@ -128,6 +128,18 @@ class BuildServices:
         return tuple(reversed(dirs))
 
 
+def exported_stages(plan: BuildPlan) -> frozenset[int]:
+    """The target stage and the stages it is built ``FROM`` (their layers are the image's)."""
+    by_index = {s.index: s for s in plan.stages}
+    found: set[int] = set()
+    index: int | None = plan.target
+    while index is not None and index in by_index and index not in found:
+        found.add(index)
+        base = by_index[index].base
+        index = base.index if isinstance(base, StageRef) else None
+    return frozenset(found)
+
+
 def step_name(stage: PlannedStage, number: int, total: int, text: str) -> str:
     """``[build 2/4] RUN make`` (BuildKit pads the step number to the total's width)."""
     width = len(str(total))
@@ -150,6 +162,8 @@ class StageRunner:
         self._local_dir = local_dir
         self.results: dict[int, StageResult] = {}
         self._lock = threading.Lock()
+        self.exported = exported_stages(plan)
+        self._current = threading.local()  # the stage a thread runs (a stage is one thread)
         # Removing a snapshot of many files costs as much as writing it: done in the
         # background, overlapping the next steps and the export; ``close`` waits for it.
         self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-rm")
@@ -215,7 +229,10 @@ class StageRunner:
             with self.s.progress.step(step_name(stage, 1, total, from_text)):
                 pass
         cmd_set = False
+        self._current.index = stage.index
         key = self._base_key(stage)
+        if key and stage.index not in self.exported:
+            key = self.s.cache.base_key(f"uncompressed {key}")  # see layer_compression
         first_new = (self.result(stage.base.index).first_new if isinstance(stage.base, StageRef)
                      else len(image.config.history))
         for number, step in enumerate(stage.steps, start=2):
@@ -241,6 +258,16 @@ class StageRunner:
         with self._lock:
             self.results[stage.index] = result
         return result
+
+    def layer_compression(self, index: int | None) -> tuple[str, int | None]:
+        """How the layers of stage ``index`` are written: as the build asks for the stages
+        whose layers the target image holds (``exported``); uncompressed for the others,
+        which only lend files (COPY --from, RUN --mount from=) and are never exported, as
+        BuildKit never compresses them either. Their cache keys differ (``run_stage``), so a
+        later build that exports such a stage does not reuse an uncompressed layer."""
+        if index is None or index in self.exported:
+            return self.s.compression, self.s.compression_level
+        return "none", None
 
     # -- the build cache (executor.cache) -----------------------------------------------------
 
@@ -390,9 +417,10 @@ class StageRunner:
         carries `` # buildkit`` where BuildKit puts it)."""
         store = self.s.store
         tmp = store.tempdir("layer-")
+        compression, level = self.layer_compression(getattr(self._current, "index", None))
         try:
-            blob = self.s.runtime.commit(snap, tmp / "layer", self.s.compression,
-                                         self.s.compression_level, self.s.source_date_epoch)
+            blob = self.s.runtime.commit(snap, tmp / "layer", compression, level,
+                                         self.s.source_date_epoch)
             # Hashed as it was written, on the store's filesystem: moved in, not copied.
             store.adopt(blob.path, blob.digest, blob.size)
         finally:

@@ -396,3 +396,30 @@ RUN mkdir -p /locked/in && touch /locked/in/f && chown -R 1000:1000 /locked && c
         assert report.failed == [], report
         snaps = store.root / "snapshots"
         assert snaps.is_dir() and list(snaps.rglob("*")) == []
+
+
+LENDING = f"""\
+FROM {PLACEHOLDER}/busybox:latest AS tools
+RUN echo made-by-tools > /made
+FROM {PLACEHOLDER}/busybox:latest
+COPY --from=tools /made /made
+"""
+
+
+def test_stages_that_only_lend_files_keep_uncompressed_layers(  # type: ignore[no-untyped-def]
+        e2e_registry, tmp_path: Path, isolation: str) -> None:
+    """As BuildKit: a stage the target image does not hold (COPY --from only) is never
+    compressed; exporting it later (--target) builds it compressed, not from those layers."""
+    b = Builder(tmp_path, e2e_registry.host, isolation, LENDING)
+    result, st = b.build()
+    assert all(layer.descriptor.media_type.endswith("tar+gzip") for layer in result.image.layers)
+    with BlobStore(b.store) as store:
+        plain = [d for d in store.digests() if store.path(d).read_bytes()[:2] != b"\x1f\x8b"
+                 and b"made-by-tools" in store.path(d).read_bytes()]
+    assert len(plain) == 1, "the tools stage's RUN layer is stored as a plain tar"
+    tools, st = b.build(target="tools")
+    assert ran(st) == {"[tools 2/2] RUN echo made-by-tools > /made"}, b.log
+    assert all(layer.descriptor.media_type.endswith("tar+gzip") for layer in tools.image.layers)
+    again, st = b.build()
+    assert ran(st) == set(), b.log
+    assert again.manifest_digest == result.manifest_digest
