@@ -139,6 +139,78 @@ def run_build_cli(args: argparse.Namespace) -> int:
 
 def build(options: BuildOptions) -> BuildResult:
     """Build the target stage and write the outputs. Raises an ``OcibuildError`` subclass."""
+    platforms = _platforms(options.platform)
+    if len(platforms) > 1:
+        return _build_platforms(options, platforms)
+    return _build_one(options)
+
+
+def _platforms(spec: str | None) -> list[str]:
+    """``--platform a,b`` -> ``["a", "b"]`` (duplicates dropped, order kept)."""
+    if not spec:
+        return []
+    return list(dict.fromkeys(p.strip() for p in spec.split(",") if p.strip()))
+
+
+def _build_platforms(options: BuildOptions, platforms: list[str]) -> BuildResult:
+    """``--platform a,b``: the target built once per platform (stages that do not depend on
+    the target platform come from the build cache after the first), then one index per output
+    (``output.multiplatform``). A RUN in a stage of a platform the host cannot execute fails
+    with the command's error: there is no emulation."""
+    from dataclasses import replace
+
+    from ocibuild.image.platform import parse_platform
+    from ocibuild.output.multiplatform import check_outputs, write_index_outputs
+
+    outputs = _plan_outputs(options)
+    check_outputs(outputs)
+    if options.context == "-":
+        raise UsageError("several --platform values need a context directory, not stdin")
+    try:
+        parsed = [parse_platform(p) for p in platforms]
+    except ValueError as exc:
+        raise UsageError(f"--platform: {exc}") from exc
+    images = []
+    results = []
+    for spec, platform in zip(platforms, parsed, strict=True):
+        one = replace(options, platform=spec, outputs=(), tags=(), push=False,
+                      metadata_file=None, iidfile=None)
+        result = _build_one(one)
+        results.append(result)
+        images.append((platform, result.image))
+    from ocibuild.store.blobs import BlobStore
+
+    progress = make_progress(options.progress, options.progress_stream)
+    store = BlobStore(options.store_root)
+    sources = ImageSource(store, lambda: _client(options), {})
+    try:
+        written, metadata, digest = write_index_outputs(outputs, images, store, sources,
+                                                        options, progress)
+    finally:
+        progress.close()
+        sources.close()
+        store.close()
+    result = BuildResult(
+        image=results[0].image, manifest_digest=digest, config_digest=results[0].config_digest,
+        stages=results[0].stages, outputs=tuple(written),
+        warnings=tuple(dict.fromkeys(w for r in results for w in r.warnings)),
+        metadata=metadata,
+    )
+    if options.metadata_file or options.iidfile:
+        from ocibuild.output.export import write_metadata
+
+        write_metadata(options, result)
+    return result
+
+
+def _plan_outputs(options: BuildOptions) -> Any:
+    from ocibuild.output.export import plan_outputs
+
+    return plan_outputs(options)
+
+
+def _build_one(options: BuildOptions) -> BuildResult:
+    """The build of one platform (or of the default one)."""
     from ocibuild.dockerfile.parser import parse
     from ocibuild.executor.context import load_dockerfile, open_context
     from ocibuild.output.export import plan_outputs, write_outputs
