@@ -113,3 +113,13 @@ def single_id(isolation: str) -> bool:
 
     with Runtime.detect(isolation=isolation) as runtime:
         return bool(runtime.isolation.single_id)
+
+
+@pytest.fixture(scope="session")
+def namespaced(isolation: str) -> bool:
+    """Whether builds here get namespaces (not chroot mode, picked or detected): a case with
+    ``needs=namespaces`` (``RUN --network=none``) is skipped without them."""
+    from ocibuild.executor.runtime import Runtime
+
+    with Runtime.detect(isolation=isolation) as runtime:
+        return bool(runtime.isolation.namespaced)

@@ -13,27 +13,17 @@ from e2e_harness import CASES, build_case, case_names, case_options
 
 from ocibuild.testing.flatten import describe, load_layout
 
-# A representative subset that tests/run-rootless.sh runs again as unprivileged users (with and
-# without subuid ranges): no case where RUN itself changes ownership, which a single-id sandbox
-# cannot keep (by design, with a warning).
-ROOTLESS = {
-    "seed-build-stages", "seed-previous-stage", "seed-target-stage2", "seed-go-adapted",
-    "copy-chown-name", "copy-chown-numeric", "whiteouts", "opaque-dir", "setuid-perms",
-    "copy-hardlinks-from-stage", "scratch-busybox-install", "add-archives",
-    "env-expansion", "copy-symlinks", "copy-dir-contents", "dockerignore", "run-heredoc",
-    "mount-cache",  # cache uid/gid: set inside the user namespace (skipped with a single id)
-}
-# And as root without CAP_SYS_ADMIN (chroot mode: no namespaces, copy snapshots; RUN mounts
-# placed in the rootfs by executor/chroot_mounts.py).
-CHROOT = ROOTLESS | {"run-as-user", "user-workdir", "parallel-stages", "mount-bind-context",
-                     "mount-bind-stage", "mount-tmpfs", "mount-secret"}
+# Every case runs again in tests/run-rootless.sh: as unprivileged users (with and without
+# subuid ranges) and as root without CAP_SYS_ADMIN (chroot mode: no namespaces, copy
+# snapshots, RUN mounts placed in the rootfs by executor/chroot_mounts.py). A case whose RUN
+# changes ownership says ``ids=all`` (a single-id sandbox cannot keep that, by design, with a
+# warning); one that needs namespaces says ``needs=namespaces``.
 
 
 def _params() -> list[object]:
     out = []
     for name in case_names():
-        marks = [pytest.mark.rootless] if name in ROOTLESS else []
-        marks += [pytest.mark.chroot] if name in CHROOT else []
+        marks = [pytest.mark.rootless, pytest.mark.chroot]
         out.append(pytest.param(name, marks=marks, id=name))
     return out
 
@@ -42,7 +32,7 @@ def _params() -> list[object]:
 def test_case(case: str, e2e_registry, e2e_store: Path, isolation: str, tmp_path: Path,  # type: ignore[no-untyped-def]
               request: pytest.FixtureRequest) -> None:
     options = case_options(case)
-    if isolation == "chroot" and options.get("needs") == "namespaces":
+    if options.get("needs") == "namespaces" and not request.getfixturevalue("namespaced"):
         pytest.skip("needs mount/network namespaces, which chroot mode does not have")
     if options.get("ids") == "all" and request.getfixturevalue("single_id"):
         pytest.skip("needs ids other than the caller's, which a single-id sandbox does not have")

@@ -66,3 +66,30 @@ def test_ssh_agent_socket_is_forwarded(e2e_registry, tmp_path: Path,  # type: ig
         assert not (out / "run" / "buildkit" / "ssh_agent.0").exists()
     finally:
         server.close()
+
+
+def test_cache_mount_from_stage_is_seeded_once(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``type=cache,from=STAGE,source=DIR`` starts as a copy of DIR in that stage (BuildKit:
+    a mutable ref made from the ``from`` state); what a RUN adds stays for the next build,
+    and the stage itself is never written."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "ctx").mkdir()
+    df = tmp_path / "Dockerfile"
+    df.write_text(f"FROM {PLACEHOLDER}/busybox:latest AS seed\n".replace(PLACEHOLDER, e2e_registry.host)
+                  + "RUN mkdir -p /seed/sub && echo seeded > /seed/sub/s.txt && chmod 0750 /seed\n"
+                  + f"FROM {PLACEHOLDER}/busybox:latest\n".replace(PLACEHOLDER, e2e_registry.host)
+                  + "ARG N\n"
+                  + "RUN --mount=type=cache,target=/c,from=seed,source=/seed"
+                  + " (ls -A /c; stat -c %a /c; cat /c/sub/s.txt) > /seen && touch /c/added-$N\n"
+                  + "RUN --mount=type=bind,from=seed,source=/seed,target=/b ls -A /b > /stage\n")
+    seen = []
+    for n in ("1", "2"):
+        out = tmp_path / f"out{n}"
+        code = cli.main(["-f", str(df), "--progress", "quiet", "--build-arg", f"N={n}",
+                         "--output", f"type=local,dest={out}", str(tmp_path / "ctx")])
+        assert code == 0
+        seen.append((out / "seen").read_text())
+        assert (out / "stage").read_text() == "sub\n"
+    assert seen[0] == "sub\n750\nseeded\n"
+    assert seen[1] == "added-1\nsub\n750\nseeded\n"
