@@ -367,9 +367,29 @@ def _commit(snap: Snapshot, dest: Path, compression: str, level: int | None,
     if iso.keeps_records:
         lower_record = snapshots.lowers_record(snap.lowers)
         record = lower_record.merge(snapshots.load_record(snap.path))
+        if iso.owns_files:
+            # A full id map: the disk is right for every owner it can hold, and a RUN may
+            # have changed it since a lower layer's record was written (``chown -R app /app``
+            # after a COPY recorded 0:0); records only keep what the disk cannot hold.
+            lower_record, record = _beyond_disk(lower_record, iso), _beyond_disk(record, iso)
     changes = snapshots.changes(snap, record, lower_record)
     return write_layer(changes, dest, compression, level, ownership=record,
                        source_date_epoch=epoch, ordered=True)
+
+
+def _beyond_disk(record: OwnershipRecord, iso: Isolation) -> OwnershipRecord:
+    """The entries of ``record`` a full-map sandbox cannot hold on disk: ids outside the
+    map, device placeholders, xattrs that could not be set."""
+    idmap = iso.idmap
+
+    def mapped(value: int, ranges: Sequence[Any]) -> bool:
+        return any(r.inside <= value < r.inside + r.count for r in ranges)
+
+    def held(owner: Owner) -> bool:
+        return (idmap is not None and owner.device is None and not owner.xattrs
+                and mapped(owner.uid, idmap.uids) and mapped(owner.gid, idmap.gids))
+
+    return OwnershipRecord({p: o for p, o in record.entries.items() if not held(o)})
 
 
 def _rmtree(path: Path) -> None:

@@ -243,7 +243,10 @@ def fill_copy(snap: Snapshot) -> None:
     sandbox (ids of the lowers must be readable and reproducible)."""
     for lower in reversed(snap.lowers):
         merge_layer(lower, snap.base)
-    _cp(snap.base, snap.root)
+    # Hard-link-free (DESIGN 3): like overlay's copy-up, writing one name of a lower layer's
+    # hard-link pair must not change the other; a link a RUN makes shows in the diff as a
+    # rise of the file's link count.
+    _cp(snap.base, snap.root, links=False)
 
 
 def merge_layer(layer: Path, dest: Path) -> None:
@@ -286,10 +289,11 @@ def _remove(path: Path) -> None:
         os.unlink(path)
 
 
-def _cp(src: Path, dest: Path) -> None:
-    """``cp -a`` keeps ids, modes, times, xattrs and hard links within the tree; reflinks
-    where the filesystem can."""
-    result = subprocess.run(["cp", "-a", "--reflink=auto", f"{src}/.", f"{dest}/"],
+def _cp(src: Path, dest: Path, *, links: bool = True) -> None:
+    """``cp -a`` keeps ids, modes, times, xattrs and (``links``) hard links within the tree;
+    reflinks where the filesystem can."""
+    argv = ["cp", "-a", "--reflink=auto", *([] if links else ["--no-preserve=links"])]
+    result = subprocess.run([*argv, f"{src}/.", f"{dest}/"],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SandboxError(f"copy {src} to {dest}: {result.stderr.strip()}")

@@ -130,6 +130,10 @@ def tree_changes(
             return True
         if stat.S_ISDIR(a.st_mode):
             return False
+        if stat.S_ISREG(b.st_mode) and b.st_nlink > a.st_nlink:
+            # A new hard link to it was made: overlay copies the file up for that, so the
+            # layer holds both names (as one inode) and the link survives in the image.
+            return True
         if a.st_rdev != b.st_rdev or a.st_size != b.st_size:
             return True
         if a.st_mtime_ns // 10**9 != b.st_mtime_ns // 10**9:
