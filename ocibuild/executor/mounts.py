@@ -219,8 +219,24 @@ class RunMounts:
         return RunMount(target=m.target, source=path, readonly=False)
 
     def _init_cache(self, path: Path, marker: Path, m: Mount, runner: Any, snap: Any) -> None:
-        """Give a new cache dir its mode and owner, then write the marker (``uid:gid``)."""
+        """Give a new cache dir its mode and owner, then write the marker (``uid:gid``).
+
+        With ``from=`` the new cache starts as a copy of ``source`` in that stage or image (its
+        root when no ``source``), as BuildKit's cache mount is a mutable ref made from the
+        ``from`` state; ``mode``/``uid``/``gid`` then do not apply, except when no ``source``
+        is given: BuildKit then makes an empty ``/cache`` dir with them (``setCacheUIDGID``)."""
         uid, gid = m.uid or 0, m.gid or 0
+        settings = m.uid is not None or m.gid is not None or m.mode is not None
+        if not isinstance(m.source, Scratch) and (m.source_path or not settings):
+            src = safe_join(self._source_dir(runner, m.source), m.source_path or "/")
+            if not src.is_dir():
+                raise ExecutionError(f"RUN --mount=type=cache: {m.source_path or '/'} is not "
+                                     "a directory in the mount source")
+            _copy_tree_as_is(src, path)
+            if not m.source_path:
+                path.chmod(0o755)  # a rootfs's root (ours is a temp dir, 0700)
+            marker.write_text("seeded\n")
+            return
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(m.mode if m.mode is not None else 0o755)
         if uid or gid:
@@ -320,6 +336,19 @@ def _chown_in_sandbox(ctx: Any, path: str, uid: int, gid: int) -> None:
     host path outside the snapshot, visible in the sandbox's mount namespace)."""
     del ctx
     os.chown(path, uid, gid)
+
+
+def _copy_tree_as_is(src: Path, dest: Path) -> None:
+    """Copy the tree ``src`` to ``dest`` (may exist, empty) keeping symlinks, modes and, as
+    host root, owners: the seed of a ``from=`` cache mount."""
+    shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+    shutil.copystat(src, dest)
+    if os.geteuid() != 0:
+        return  # the caller's files; the ids BuildKit would keep need a sub-id map
+    for entry in [src, *src.rglob("*")]:
+        st = entry.lstat()
+        os.lchown(dest / entry.relative_to(src), st.st_uid, st.st_gid)
+    os.chmod(dest, stat.S_IMODE(src.lstat().st_mode))
 
 
 def _copy_visible(src: Path, dest: Path, visible: Callable[[str], bool]) -> None:

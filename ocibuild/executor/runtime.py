@@ -212,6 +212,14 @@ class Runtime:
             (snap.path / "roots" / _safe_name(name)).mkdir(parents=True, exist_ok=True)
         return self._enter(_call, snap, fn, args, roots, self.isolation)
 
+    def source_record(self, lowers: Sequence[Path]) -> OwnershipRecord | None:
+        """The true owners the layer dirs ``lowers`` (top-most first) could not hold on disk,
+        for a COPY --from of them (None where snapshots keep no records)."""
+        if not self.isolation.keeps_records:
+            return None
+        record = snapshots.lowers_record(lowers)
+        return _beyond_disk(record, self.isolation) if self.isolation.owns_files else record
+
     def commit(self, snap: Snapshot, dest: Path, compression: str = "gzip",
                level: int | None = None, source_date_epoch: int | None = None) -> LayerBlob:
         """Write the snapshot's changes as a layer blob at ``dest`` (inside the sandbox, where

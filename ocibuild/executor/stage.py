@@ -394,9 +394,14 @@ class StageRunner:
         created_by = self._created_by(step, image)
         roots = {"src": self.source_lowers(step.source)}
         ignore = None
+        owners = None  # a stage's or image's true owners its layer dirs could not hold
         if isinstance(step.source, ContextRef) and self.s.context is not None:
             ignore = self.s.context.ignore
-        return self._commit_call(image, created_by, copy_into, step, workdir, ignore,
+        elif isinstance(step.source, (StageRef, ImageRef)) and (
+                not isinstance(step.source, ImageRef) or not self._local_dir
+                or self._local_dir(step.source) is None):
+            owners = self.s.runtime.source_record(roots["src"])
+        return self._commit_call(image, created_by, copy_into, step, workdir, ignore, owners,
                                  roots=roots)
 
     # -- commit helpers --------------------------------------------------------------------

@@ -184,7 +184,7 @@ def resolve_chown(root: Path, spec: str) -> tuple[int, int]:
     """Resolve a ``--chown`` value against the destination stage's ``root``.
 
     ``1000`` gives ``(1000, 1000)``; ``bob`` gives bob's uid and primary gid; ``bob:staff`` or
-    ``bob:50`` override the gid; ``root`` is 0 without lookup. Unknown names resolve to 0
+    ``bob:50`` override the gid, ``bob:`` sets gid 0; ``root`` is 0 without lookup. Unknown names resolve to 0
     without an error, exactly as BuildKit does (it reads no file for numbers).
     """
     user, sep, group = spec.partition(":")
@@ -198,7 +198,9 @@ def resolve_chown(root: Path, spec: str) -> tuple[int, int]:
                 uid, gid = _atoi(_field(row, 2)), _atoi(_field(row, 3))
                 break
     if sep:
-        gid_num = 0 if group == "root" else _parse_uid(group)
+        # An empty group (``1000:``, ``app:``) is a by-name UserOpt with no name, which LLB
+        # marshals as id 0 (``UserOpt.marshal``): gid 0, not the user's primary group.
+        gid_num = 0 if group in ("root", "") else _parse_uid(group)
         if gid_num is not None:
             gid = gid_num
         else:

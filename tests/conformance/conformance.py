@@ -3,7 +3,9 @@ BuildKit) and the test (``test_conformance.py``, needs only ocibuild and a test 
 
 A case is ``cases/<case>/``: ``Dockerfile`` (``localhost:5000`` stands for the test registry),
 ``ctx/`` (the build context), optional ``args.json`` (``{"build_args": {K: V}, "target": NAME,
-"secrets": {ID: FILE relative to the case dir}}``) and ``buildkit.txt``, the golden: BuildKit's
+"secrets": {ID: FILE relative to the case dir}, "labels": {K: V}, "env": {K: V}}``; a
+``build_args`` value of null is passed as a bare ``--build-arg K``, taken from ``env``, the
+builder's environment) and ``buildkit.txt``, the golden: BuildKit's
 result rendered by ``render``. Both builders pull the SAME busybox image bytes (``seed``), so the
 base layer is identical and only what the Dockerfile did shows in the listing.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,9 @@ def build_flags(case: str, host: str) -> list[str]:
     args = case_args(case, host)
     flags: list[str] = []
     for key, value in (args.get("build_args") or {}).items():
-        flags += ["--build-arg", f"{key}={value}"]
+        flags += ["--build-arg", key if value is None else f"{key}={value}"]
+    for key, value in (args.get("labels") or {}).items():
+        flags += ["--label", f"{key}={value}"]
     if args.get("target"):
         flags += ["--target", args["target"]]
     for sid, src in (args.get("secrets") or {}).items():
@@ -144,7 +149,17 @@ def build_ocibuild(case: str, host: str, store: Path, work: Path,
             *build_flags(case, host), str(CASES / case / "ctx")]
     args = cli._build_parser().parse_args(argv)
     stream = io.StringIO()
-    options = options_from_args(args)
+    env = case_args(case, host).get("env") or {}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # a bare --build-arg K reads it while the options are made
+    try:
+        options = options_from_args(args)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     options = BuildOptions(**{**options.__dict__, "store_root": store, "progress_stream": stream})
     try:
         build(options)

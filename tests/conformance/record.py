@@ -27,6 +27,7 @@ from conformance import (  # noqa: E402
     Built,
     base_tree,
     build_flags,
+    case_args,
     case_names,
     dockerfile_text,
     render,
@@ -46,7 +47,8 @@ def build_buildkit(docker: str, case: str, host: str, work: Path, no_cache: bool
     tag = f"conformance/{case}:1"
     proc = subprocess.run([docker, "buildx", "build", "--network", "none", "--load", "-t", tag,
                            *(["--no-cache"] if no_cache else []), "-f", str(dockerfile), *build_flags(case, host),
-                           str(CASES / case / "ctx")], capture_output=True, timeout=600)
+                           str(CASES / case / "ctx")], capture_output=True, timeout=600,
+                          env={**os.environ, **(case_args(case, host).get("env") or {})})
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode(errors="replace")[-3000:])
     saved = work / "saved.tar"

@@ -226,6 +226,101 @@ CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
          "HEALTHCHECK {Test:[CMD true] Interval:0s Timeout:0s StartPeriod:30s StartInterval:3s"
          " Retries:0}", _HEALTH),
     ),
+    # Round 3 (session 2, helper H5).
+    "buildarg-from-env": (
+        ('[empty] ARG FROM_ENV\n',
+         '[empty] ARG FROM_ENV=env-value\n', _ARG),
+        ('[empty] ARG FROM_ENV_DEFAULT=default\n',
+         '[empty] ARG FROM_ENV_DEFAULT=env-over\n', _ARG),
+    ),
+    "copy-chmod-755-tree": (
+        ('d 0755 0:0 /opt/t3\n',
+         'd 0444 0:0 /opt/t3\n', _PARENTS),
+    ),
+    "exec-run-arg-env": (
+        ('[empty] ARG BUILD_MODE=release\n',
+         '[empty] ARG BUILD_MODE=debug\n', _ARG),
+    ),
+    "expose-env-vars": (
+        ('[empty] EXPOSE map[53/udp:{} 8000/tcp:{} 9100/tcp:{}]\n',
+         '[empty] EXPOSE [8000/tcp 9100/tcp 53/udp]\n', _EXPOSE),
+        ('[empty] EXPOSE map[8000/tcp:{} 8001/tcp:{} 8002/tcp:{}]\n',
+         '[empty] EXPOSE [8000/tcp 8001/tcp 8002/tcp]\n', _EXPOSE),
+    ),
+    "from-stage-inherit-override": (
+        ('[empty] HEALTHCHECK &{["CMD-SHELL" "test -f /ok"] "10s" "0s" "0s" "0s" \'\\x02\'}\n',
+         '[empty] HEALTHCHECK {Test:[CMD-SHELL test -f /ok] Interval:10s Timeout:0s StartPeriod:0s StartInterval:0s Retries:2}\n', _HEALTH),
+        ('[empty] EXPOSE map[7000/tcp:{}]\n',
+         '[empty] EXPOSE [7000/tcp]\n', _EXPOSE),
+    ),
+    "go-scratch-certs-user": (
+        ('[empty] EXPOSE map[8443/tcp:{}]\n',
+         '[empty] EXPOSE [8443/tcp]\n', _EXPOSE),
+    ),
+    "healthcheck-inherit-disable": (
+        ('[empty] HEALTHCHECK &{["CMD-SHELL" "wget -q localhost || exit 1"] "30s" "5s" "0s" "0s" \'\\x00\'}\n',
+         '[empty] HEALTHCHECK {Test:[CMD-SHELL wget -q localhost || exit 1] Interval:30s Timeout:5s StartPeriod:0s StartInterval:0s Retries:0}\n', _HEALTH),
+        ('[empty] HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}\n',
+         '[empty] HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}\n', _HEALTH),
+    ),
+    "ms-app-runtime": (
+        ('[empty] EXPOSE map[8080/tcp:{}]\n',
+         '[empty] EXPOSE [8080/tcp]\n', _EXPOSE),
+    ),
+    "targetarch-copy-paths": (
+        ('[empty] ARG TARGETARCH\n',
+         '[empty] ARG TARGETARCH=amd64\n', _ARG),
+        ('[empty] ARG TARGETVARIANT\n',
+         '[empty] ARG TARGETVARIANT=\n', _ARG),
+    ),
+    "add-tar-into-existing": (
+        ("f 0644 0:0 /opt/other/pkg/bin.txt", "f 0644 9:9 /opt/other/pkg/bin.txt",
+         _UNPACK + "; implied parent dirs stay 0:0 (go-archive createImpliedDirectories)"),
+        ("f 0644 0:0 /opt/other/pkg/lib/l.txt", "f 0644 9:9 /opt/other/pkg/lib/l.txt", _UNPACK),
+    ),
+    "json-form-edge": (
+        ("""HEALTHCHECK &{["CMD" "/bin/check" "--fast"] "0s" "0s" "0s" "0s" '\\x00'}""",
+         "HEALTHCHECK {Test:[CMD /bin/check --fast] Interval:0s Timeout:0s StartPeriod:0s"
+         " StartInterval:0s Retries:0}", _HEALTH),
+    ),
+    "keys-odd-chars": (
+        ("[empty] EXPOSE map[80/tcp:{}]\n", "[empty] EXPOSE [80/tcp 80/tcp 80/tcp]\n",
+         _EXPOSE + "; a port written three times is listed three times"),
+    ),
+    "stage-platform-explicit": (
+        ("[empty] ARG TARGETPLATFORM BUILDPLATFORM TARGETOS\n",
+         "[empty] ARG TARGETPLATFORM=linux/amd64 BUILDPLATFORM=linux/amd64 TARGETOS=linux\n",
+         _ARG),
+    ),
+    "chown-chmod-odd-forms": (
+        ("d 0755 0:0 /sticky-dir\n", "d 0777 0:0 /sticky-dir\n",
+         _PARENTS + "; os.FileMode(0o1777) has no sticky bit in Go, so 0777"),
+    ),
+    "env-arg-shadow-stages": (
+        ("[empty] ARG NAME\n  [empty] ENV", "[empty] ARG NAME=cli\n  [empty] ENV", _ARG),
+        ("[empty] ARG NAME=child-default\n", "[empty] ARG NAME=cli\n", _ARG),
+        ("[empty] ARG NAME\n  [layer] RUN |1 NAME=cli /bin/sh -c echo \"$NAME\" > /final.txt",
+         "[empty] ARG NAME=cli\n  [layer] RUN |1 NAME=cli /bin/sh -c echo \"$NAME\" > /final.txt",
+         _ARG),
+    ),
+    "json-escapes": (
+        ("""HEALTHCHECK &{["CMD" "true" "A"] "0s" "0s" "0s" "0s" '\\x00'}""",
+         "HEALTHCHECK {Test:[CMD true A] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s"
+         " Retries:0}", _HEALTH),
+    ),
+    "link-variants": (
+        ("d 0755 0:0 /deep\n", "d 0700 0:0 /deep\n", _PARENTS),
+        ("d 0755 0:0 /deep/new\n", "d 0700 0:0 /deep/new\n", _PARENTS),
+        ("d 0755 0:0 /deep/new/dir\n", "d 0700 0:0 /deep/new/dir\n", _PARENTS),
+    ),
+    "buildarg-special-values": (
+        ("[empty] ARG DOLLAR\n", "[empty] ARG DOLLAR=a$HOME${X}b\n", _ARG + "; not expanded"),
+        ("[empty] ARG QUOTES\n", "[empty] ARG QUOTES=it's \"q\"\n", _ARG),
+        ("[empty] ARG EMPTY=default\n", "[empty] ARG EMPTY=\n", _ARG),
+        ("[empty] ARG SPACES\n", "[empty] ARG SPACES=  two  spaces \n", _ARG),
+    ),
+    "realistic-node-monorepo": (("EXPOSE map[8080/tcp:{}]", "EXPOSE [8080/tcp]", _EXPOSE),),
+    "realistic-node-monorepo-api": (("EXPOSE map[3000/tcp:{}]", "EXPOSE [3000/tcp]", _EXPOSE),),
 }
 
 # case -> the difference ocibuild still has from (current) BuildKit; strict xfails.

@@ -49,6 +49,17 @@ REFUSED: dict[str, tuple[str, type[OcibuildError], str]] = {
                                   "invalid user index: -1"),
     "scratch-stage-chain-chown": ("FROM scratch AS s\nENV A=1\nFROM s\nCOPY --chown=app a.txt /z\n",
                                   PlanError, "invalid user index: -1"),
+    # Round 3. Flag names are case-sensitive (BuildKit: "unknown flag: CHOWN").
+    "flag-name-case": ("FROM scratch\nCOPY --CHOWN=1 a.txt /x\n", DockerfileError,
+                       "unknown flag: "),
+    # A non-octal --chmod: refused by current BuildKit (convert_copy.go, nonOctalErr for a
+    # numeric-looking value); 0.13 accepted it silently.
+    "chmod-not-octal": ("FROM scratch\nCOPY --chmod=888 a.txt /x\n", OcibuildError,
+                        "invalid chmod parameter: '888'. it should be octal string and between "
+                        "0 and 07777"),
+    # ADD of an archive onto an existing file (BuildKit: "mkdir .../a.txt: not a directory").
+    "add-archive-onto-file": ("FROM scratch\nCOPY a.txt /a.txt\nADD t.tar /a.txt\n",
+                              OcibuildError, "not a directory"),
 }
 
 # Accepted by BuildKit (same names, but not on an empty state, or not a name at all).
@@ -63,6 +74,10 @@ def _build(tmp_path: Path, dockerfile: str) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "a.txt").write_text("a\n")
+    with tarfile.open(ctx / "t.tar", "w") as tf:
+        member = tarfile.TarInfo("d/in.txt")
+        member.size = 2
+        tf.addfile(member, io.BytesIO(b"x\n"))
     (tmp_path / "Dockerfile").write_text(dockerfile)
     argv = ["-f", str(tmp_path / "Dockerfile"), "--progress", "quiet",
             "--output", f"type=oci,dest={tmp_path / 'layout'},tar=false", str(ctx)]

@@ -84,6 +84,11 @@ def test_resolve_user_without_files(tmp_path: Path) -> None:
     ("root:1", (0, 1)),
     ("5:staff", (5, 50)),
     (":staff", (0, 50)),
+    # An empty group is LLB's by-name UserOpt with no name, marshalled as id 0 (BuildKit
+    # recorded: COPY --chown=1000: and --chown=app: give gid 0).
+    ("1000:", (1000, 0)),
+    ("bob:", (1001, 0)),
+    (":", (0, 0)),
 ])
 def test_resolve_chown(root: Path, spec: str, want: tuple[int, int]) -> None:
     assert resolve_chown(root, spec) == want
