@@ -3,7 +3,8 @@ BuildKit) and the test (``test_conformance.py``, needs only ocibuild and a test 
 
 A case is ``cases/<case>/``: ``Dockerfile`` (``localhost:5000`` stands for the test registry),
 ``ctx/`` (the build context), optional ``args.json`` (``{"build_args": {K: V}, "target": NAME,
-"secrets": {ID: FILE relative to the case dir}, "labels": {K: V}, "env": {K: V}}``; a
+"secrets": {ID: FILE relative to the case dir}, "labels": {K: V}, "env": {K: V},
+"empty_dirs": [PATH in ctx]}``; a
 ``build_args`` value of null is passed as a bare ``--build-arg K``, taken from ``env``, the
 builder's environment) and ``buildkit.txt``, the golden: BuildKit's
 result rendered by ``render``. Both builders pull the SAME busybox image bytes (``seed``), so the
@@ -51,6 +52,14 @@ def case_args(case: str, host: str = PLACEHOLDER) -> dict[str, Any]:
     if not path.exists():
         return {}
     return json.loads(path.read_text().replace(PLACEHOLDER, host))
+
+
+def make_context_dirs(case: str) -> None:
+    """Git keeps no empty directories: the context dir itself, and those a case lists under
+    ``empty_dirs`` in ``args.json``, are made before a build."""
+    (CASES / case / "ctx").mkdir(exist_ok=True)
+    for rel in case_args(case).get("empty_dirs") or ():
+        (CASES / case / "ctx" / rel).mkdir(parents=True, exist_ok=True)
 
 
 def build_flags(case: str, host: str) -> list[str]:
@@ -140,7 +149,7 @@ def build_ocibuild(case: str, host: str, store: Path, work: Path,
     from ocibuild.executor.build import BuildOptions, build, options_from_args
     from ocibuild.testing.flatten import load_layout
 
-    (CASES / case / "ctx").mkdir(exist_ok=True)  # git keeps no empty directories
+    make_context_dirs(case)
     dockerfile = work / "Dockerfile"
     dockerfile.write_text(dockerfile_text(case, host))
     layout = work / "layout"

@@ -30,6 +30,7 @@ from conformance import (  # noqa: E402
     case_args,
     case_names,
     dockerfile_text,
+    make_context_dirs,
     render,
     seed,
 )
@@ -39,6 +40,7 @@ from ocibuild.testing.registry import start_registry  # noqa: E402
 
 
 def build_buildkit(docker: str, case: str, host: str, work: Path, no_cache: bool = False) -> Built:
+    make_context_dirs(case)
     dockerfile = work / "Dockerfile"
     # No network for docker/dockerfile:1: the built-in frontend (1.7) has what the corpus uses.
     text = dockerfile_text(case, host)
