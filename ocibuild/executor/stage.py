@@ -202,6 +202,15 @@ class StageRunner:
                 return ()
         raise AssertionError(source)
 
+    def _layered(self, source: Source) -> bool:
+        """Whether ``source`` is a stack of the store's layer dirs (a stage, a pulled image),
+        not a plain directory (the context, a local ``--build-context``)."""
+        if isinstance(source, StageRef):
+            return True
+        if isinstance(source, ImageRef):
+            return self._local_dir is None or self._local_dir(source) is None
+        return False
+
     def base(self, stage: PlannedStage) -> tuple[Image, str]:
         """The stage's starting image and the FROM text for progress."""
         match stage.base:
@@ -397,9 +406,7 @@ class StageRunner:
         owners = None  # a stage's or image's true owners its layer dirs could not hold
         if isinstance(step.source, ContextRef) and self.s.context is not None:
             ignore = self.s.context.ignore
-        elif isinstance(step.source, (StageRef, ImageRef)) and (
-                not isinstance(step.source, ImageRef) or not self._local_dir
-                or self._local_dir(step.source) is None):
+        elif self._layered(step.source):
             owners = self.s.runtime.source_record(roots["src"])
         return self._commit_call(image, created_by, copy_into, step, workdir, ignore, owners,
                                  roots=roots)

@@ -19,22 +19,8 @@ from ocibuild.errors import OutputError
 @contextlib.contextmanager
 def atomic_file(dest: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes ``dest`` (replacing it) when the block succeeds."""
-    dest = Path(dest)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
-    except OSError as exc:
-        raise OutputError(f"create {dest}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode & ~_umask())
-        os.rename(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(dest, mode) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 @contextlib.contextmanager
