@@ -160,9 +160,10 @@ def _build_platforms(options: BuildOptions, platforms: list[str]) -> BuildResult
     from dataclasses import replace
 
     from ocibuild.image.platform import parse_platform
+    from ocibuild.output.export import plan_outputs
     from ocibuild.output.multiplatform import check_outputs, write_index_outputs
 
-    outputs = _plan_outputs(options)
+    outputs = plan_outputs(options)
     check_outputs(outputs)
     if options.context == "-":
         raise UsageError("several --platform values need a context directory, not stdin")
@@ -201,12 +202,6 @@ def _build_platforms(options: BuildOptions, platforms: list[str]) -> BuildResult
 
         write_metadata(options, result)
     return result
-
-
-def _plan_outputs(options: BuildOptions) -> Any:
-    from ocibuild.output.export import plan_outputs
-
-    return plan_outputs(options)
 
 
 def _build_one(options: BuildOptions) -> BuildResult:

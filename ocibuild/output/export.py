@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -130,25 +129,11 @@ def _push(out: OutputSpec, image: Image, manifest: Manifest, store: Any, images:
         if vertex is not None:
             vertex.status(str(digest), done, total)
 
-    # Blobs first (per repository), the manifest last under every name. A layer pulled from
-    # a repository of the same registry is mounted from there (no upload; the registry falls
-    # back to an upload session when it cannot mount); further repositories mount from the
-    # first one pushed.
+    # A layer pulled from a repository of the same registry is mounted from there (no upload;
+    # the registry falls back to an upload session when it cannot mount).
     origins = images.pulled_from() if hasattr(images, "pulled_from") else {}
-    first: Reference | None = None
-    for repo in dict.fromkeys(r.name for r in refs):
-        target = next(r for r in refs if r.name == repo)
-        blobs = [*manifest.layers, manifest.config]
-        same = first if first is not None and first.registry == target.registry else None
-        with ThreadPoolExecutor(max_workers=min(4, len(blobs))) as pool:
-            futures = [pool.submit(client.push_blob, target, b, store,
-                                   same or origins.get(b.digest), on_progress)
-                       for b in blobs]
-        for f in futures:
-            f.result()
-        first = first or target
-    for r in refs:
-        client.push_manifest(r, manifest.raw, manifest.media_type)
+    client.push_manifest_and_blobs(manifest, refs, store, mount_from=origins.get,
+                                   on_progress=on_progress)
 
 
 def write_metadata(options: Any, result: Any) -> None:

@@ -62,8 +62,7 @@ def write_index_outputs(outputs: Sequence[OutputSpec], images: Sequence[tuple[Pl
     from ocibuild.output.rootfs import write_rootfs
 
     annotations = dict(options.annotations or {})
-    default_oci = next((o.oci_mediatypes for o in outputs if o.is_image), True)
-    first, _ = _index(images, store, OutputSpec("oci", oci_mediatypes=default_oci), annotations)
+    first: Index | None = None  # the index of the first image output: the one metadata names
     written: list[str] = []
     names: list[str] = []
     for out in outputs:
@@ -77,6 +76,7 @@ def write_index_outputs(outputs: Sequence[OutputSpec], images: Sequence[tuple[Pl
             else:
                 index, manifests = _index(images, store, out,
                                           {**annotations, **out.annotations})
+                first = first or index
                 desc = index.descriptor()
                 if out.type == "oci":
                     _write_oci(out, desc, store)
@@ -84,6 +84,8 @@ def write_index_outputs(outputs: Sequence[OutputSpec], images: Sequence[tuple[Pl
                     _push_index(out, index, manifests, store, sources, vertex)
             written.append(out.type + (f" {out.dest}" if out.dest else ""))
             names.extend(n for n in out.names if n not in names)
+    if first is None:  # only local outputs: name the OCI index the images make
+        first, _ = _index(images, store, OutputSpec("oci"), annotations)
     metadata: dict[str, Any] = {
         "containerimage.descriptor": {"mediaType": first.media_type,
                                       "digest": str(first.digest), "size": first.size},

@@ -278,23 +278,41 @@ class RegistryClient:
         """Push layers (from ``store``), config, then the manifest under every ref (same
         repository or not). Returns the manifest digest. ``oci=None`` keeps the manifest the
         image came with, else builds OCI."""
-        if not refs:
-            raise RegistryError("push: no destination reference")
         if oci is None:
             oci = image.manifest is None or image.manifest.is_oci
         manifest = build_manifest_value(image, oci=oci)
-        config_raw = image.config.to_bytes()  # the bytes as received while unchanged
-        # Blobs once per repository (tags of one repository share them); further repositories
-        # on the same registry mount them from the first.
+        # The config as received while unchanged (its bytes, not a re-serialisation).
+        return self.push_manifest_and_blobs(
+            manifest, refs, store, config_raw=image.config.to_bytes(),
+            mount_from=lambda _digest: mount_from, on_progress=on_progress)
+
+    def push_manifest_and_blobs(
+        self, manifest: Manifest, refs: Sequence[Reference], store: BlobStore, *,
+        config_raw: bytes | None = None,
+        mount_from: Callable[[Digest], Reference | None] | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> Digest:
+        """Push ``manifest``'s blobs, then the manifest under every ref; returns its digest.
+
+        Blobs go once per repository (tags of one repository share them), in parallel; the
+        config from ``config_raw`` when given, else from ``store`` like the layers.
+        ``mount_from(digest)`` names a repository of the same registry to mount a blob from
+        (where it was pulled from); further repositories mount from the first one pushed."""
+        if not refs:
+            raise RegistryError("push: no destination reference")
+        blobs_to_send = [*manifest.layers, *([] if config_raw is not None else [manifest.config])]
         first: Reference | None = None
         for name in dict.fromkeys(r.name for r in refs):
             target = next(r for r in refs if r.name == name)
-            source = mount_from
-            if first is not None and first.registry == target.registry:
-                source = first
-            self.parallel([partial(self.push_blob, target, d, store, source, on_progress)
-                           for d in manifest.layers])
-            self.push_blob_bytes(target, manifest.config, config_raw)
+            same = first if first is not None and first.registry == target.registry else None
+
+            def source(d: Descriptor, same: Reference | None = same) -> Reference | None:
+                return same or (mount_from(d.digest) if mount_from is not None else None)
+
+            self.parallel([partial(self.push_blob, target, d, store, source(d), on_progress)
+                           for d in blobs_to_send])
+            if config_raw is not None:
+                self.push_blob_bytes(target, manifest.config, config_raw)
             first = first or target
         for r in refs:
             self.push_manifest(r, manifest.raw, manifest.media_type)
