@@ -49,7 +49,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", default="auto", choices=("auto", "plain", "tty", "quiet"))
     p.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
-    p.add_argument("--annotation", action="append", default=[], metavar="K=V")
+    p.add_argument("--annotation", action="append", default=[], metavar="[TYPE[PLATFORM]:]K=V",
+                   help="TYPE: manifest (default), manifest-descriptor, index, index-descriptor")
     p.add_argument("--isolation", choices=("auto", "rootless", "root", "chroot"), default="auto")
     p.add_argument("--snapshotter", choices=("auto", "overlay", "fuse-overlayfs", "copy"), default="auto")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST")

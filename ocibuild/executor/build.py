@@ -133,7 +133,11 @@ def run_build_cli(args: argparse.Namespace) -> int:
               file=sys.stderr)
     result = build(options)  # its warnings went to stderr through the progress
     if options.progress == "quiet":
-        print(result.manifest_digest)
+        from ocibuild.output.export import image_id
+
+        # buildx -q prints the image id: the config digest (the index digest for several
+        # platforms), an empty line when no output carries an image.
+        print(image_id(result.metadata))
     return 0
 
 
@@ -232,7 +236,16 @@ def _build_one(options: BuildOptions) -> BuildResult:
     mounts = None
     runner = None
     cache = None
+    detecting = None
     try:
+        from ocibuild.executor.runtime import Runtime
+
+        # The sandbox probes (short-lived processes) run while the Dockerfile is read and the
+        # base images are resolved; what they found is used, their errors raised, after that.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="ocibuild-detect")
+        detecting = pool.submit(Runtime.detect, isolation=options.isolation,
+                                snapshotter=options.snapshotter, store=store, warn=warn)
+        pool.shutdown(wait=False)
         context = stack.enter_context(open_context(options.context, options.dockerfile))
         with progress.step("[internal] load build definition from "
                            f"{options.dockerfile or 'Dockerfile'}"):
@@ -246,13 +259,12 @@ def _build_one(options: BuildOptions) -> BuildResult:
         for message in plan.warnings:
             warn(message)
         from ocibuild.executor.mounts import RunMounts
-        from ocibuild.executor.runtime import Runtime
 
-        needs_run = any(isinstance(step, RunStep) for st in plan.stages for step in st.steps)
-        # need_run: a plan with RUN fails here, before any layer is pulled, naming what is
-        # missing; warn: the single-id limitation is shown when the first RUN starts.
-        runtime = Runtime.detect(isolation=options.isolation, snapshotter=options.snapshotter,
-                                 store=store, need_run=needs_run, warn=warn)
+        runtime = detecting.result()
+        # A plan with RUN fails here, before any layer is pulled, naming what is missing
+        # (``warn``: the single-id limitation is shown when the first RUN starts).
+        if any(isinstance(step, RunStep) for st in plan.stages for step in st.steps):
+            runtime.require_run()
         mounts = RunMounts(store, context.root, images, secrets, ssh, context=context)
         from ocibuild.executor.cache import StepCache
 
@@ -279,13 +291,16 @@ def _build_one(options: BuildOptions) -> BuildResult:
             for f in futures:
                 f.result()  # the first failure, in plan order
         image = _finish(runner.results[plan.target].image, options.labels)
+        store.flush()  # every layer this build committed is in the store (or its error raised)
         written, metadata, manifest_digest = write_outputs(outputs, image, store, images,
                                                            options, progress)
         _record_roots(store, image, options)
         result = BuildResult(
             image=image,
             manifest_digest=manifest_digest,
-            config_digest=image.config.digest,
+            # the exporter completes the config (history times), so its digest is the id
+            config_digest=Digest.parse(metadata.get("containerimage.config.digest",
+                                                    str(image.config.digest))),
             stages=tuple(s.index for s in plan.stages),
             outputs=tuple(written),
             warnings=tuple(warnings),
@@ -302,6 +317,8 @@ def _build_one(options: BuildOptions) -> BuildResult:
         progress.close()
         if mounts is not None:
             mounts.close()
+        if runtime is None and detecting is not None and detecting.exception() is None:
+            runtime = detecting.result()  # the build failed before it was used
         if runtime is not None:
             runtime.close()
         images.close()

@@ -28,6 +28,13 @@ from ocibuild.fs.safepath import safe_join
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+# The capabilities a BuildKit RUN gets (containerd's default spec, Docker's default set): CHOWN,
+# DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW,
+# SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP. Everything else (SYS_ADMIN for mount, SYS_PTRACE,
+# LINUX_IMMUTABLE for chattr +i, NET_ADMIN, SYS_TIME, ...) fails there, so it must fail here.
+DEFAULT_CAPS = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31})
+_PR_CAPBSET_DROP = 24
+
 
 @dataclass(frozen=True)
 class RunMount:
@@ -51,7 +58,8 @@ class RunSpec:
     user's passwd home, ``/`` without one, as runc sets it); ``user`` is a ``USER`` value (``name``,
     ``uid``, ``name:group``, ...; empty for root); ``network`` ``default`` and ``host`` share the
     host's network, ``none`` gets a new network namespace with only ``lo``; ``extra_hosts`` are
-    ``(name, ip)`` lines added to /etc/hosts."""
+    ``(name, ip)`` lines added to /etc/hosts. ``security`` ``sandbox`` limits the command to
+    BuildKit's default capabilities (:data:`DEFAULT_CAPS`); ``insecure`` keeps all we have."""
 
     argv: tuple[str, ...]
     env: tuple[str, ...] = ()
@@ -61,6 +69,7 @@ class RunSpec:
     network: Literal["default", "host", "none"] = "default"
     mounts: tuple[RunMount, ...] = field(default=())
     extra_hosts: tuple[tuple[str, str], ...] = ()
+    security: Literal["sandbox", "insecure"] = "sandbox"
 
     def environ(self) -> dict[str, str]:
         env = {}
@@ -234,10 +243,23 @@ def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolatio
         else:
             os.chroot(root)
         os.chdir("/")
+        # runc enters the working directory as root, before it becomes the USER, and again
+        # afterwards only if root was refused: a WORKDIR the user cannot reach (under a 0700
+        # parent) still becomes the command's cwd.
+        try:
+            os.chdir(spec.cwd)
+            again = False
+        except PermissionError:
+            again = True
+        if spec.security == "sandbox":
+            _limit_capabilities()  # while we are still root (CAP_SETPCAP)
         _become(iso, uid, gid, groups)
         if iso.single_id:
+            if spec.security == "sandbox":
+                _limit_capabilities()  # a nested user namespace starts with a full set again
             install_fake_ownership()
-        os.chdir(spec.cwd)
+        if again:
+            os.chdir(spec.cwd)
         code = 127
         os.execvpe(spec.argv[0], list(spec.argv), env)
     except OSError as exc:
@@ -266,6 +288,22 @@ def _make_cwd(root: Path, cwd: str, uid: int, gid: int) -> tuple[str, ...]:
             os.chown(path, uid, gid)
         created.append(os.path.relpath(path, root))
     return tuple(created)
+
+
+def _limit_capabilities() -> None:
+    """Drop every capability outside :data:`DEFAULT_CAPS` from the bounding set: the command
+    exec'd next (as root, or a setuid or file-capability program) gets at most those (plus
+    inheritable and ambient ones, normally none). Without CAP_SETPCAP (isolation ``none`` as
+    a user) there is nothing to drop that the command could gain."""
+    for cap in range(64):
+        if cap in DEFAULT_CAPS:
+            continue
+        try:
+            _linux.prctl(_PR_CAPBSET_DROP, cap)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EPERM):
+                return  # EINVAL: past the kernel's last capability
+            raise
 
 
 def _become(iso: Isolation, uid: int, gid: int, groups: Sequence[int]) -> None:

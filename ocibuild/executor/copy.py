@@ -168,6 +168,7 @@ def _copy(
         if from_context and matcher:
             visible = _context_view(src_root, matcher)
         opts = replace(base, reset_owner=from_context, visible=visible,
+                       sockets_as_files=from_context,
                        source_owner=_owner_lookup(ownership) if not from_context else None)
         copied += _copy_local(root, src_root, src, dest, step, opts, from_context)
     for doc in step.heredocs:

@@ -59,10 +59,18 @@ def unpack_archive(
     record = OwnershipRecord()
     try:
         with open(path, "rb") as raw:
-            unpack_layer(raw, dest, ownership=record, apply_whiteouts=False,
-                         chown=owner is None)
+            result = unpack_layer(raw, dest, ownership=record, apply_whiteouts=False,
+                                  chown=owner is None)
     except ContentError as exc:
         raise ExecutionError(f"unpack {path.name}: {exc.message}") from exc
+    # go-archive's createImpliedDirectories: parents the archive does not list are made 0755
+    # and chowned to root, whatever --chown says; under a setgid directory they keep the bit
+    # the kernel gave them but not the inherited group.
+    for rel in result.implied:
+        target = safe_join(dest, rel, follow_symlinks=False)
+        st = os.lstat(target)
+        if stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) != (0, 0):
+            chown(target, 0, 0)
     for rel, true in record.entries.items():
         target = safe_join(dest, rel, follow_symlinks=False)
         if not os.path.lexists(target):

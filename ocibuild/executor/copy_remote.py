@@ -9,7 +9,7 @@ shallow checkout of the ref, without ``.git`` unless kept, files 0644/0755.
 
 from __future__ import annotations
 
-import email.utils
+import calendar
 import hashlib
 import os
 import re
@@ -17,6 +17,7 @@ import shutil
 import stat
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -77,12 +78,12 @@ def parse_git_source(src: str) -> GitSource | None:
 
 
 def url_filename(url: str) -> str:
-    """The file name ADD gives a downloaded URL: the base of its path, else ``__unnamed__``."""
-    base = os.path.basename(urlsplit(url).path.rstrip("/")) if urlsplit(url).path else ""
-    path = urlsplit(url).path
-    if not path or path.endswith("/") or base in ("", ".", ".."):
-        return "__unnamed__"
-    return base
+    """The file name ADD gives a downloaded URL, as dockerfile2llb: Go's ``path.Base`` of the
+    percent-decoded URL path (trailing slashes dropped: ``/dir/`` -> ``dir``), ``__unnamed__``
+    when that is ``.`` or ``/`` (no path, or only slashes). ``Content-Disposition`` is not
+    consulted: the frontend always names the file."""
+    base = unquote(urlsplit(url).path).rstrip("/").rsplit("/", 1)[-1]
+    return "__unnamed__" if base in ("", ".") else base
 
 
 def fetch_url(url: str, scratch: Path, checksum: str | None) -> str:
@@ -114,14 +115,43 @@ def fetch_url(url: str, scratch: Path, checksum: str | None) -> str:
                 f"ADD {url}: checksum mismatch: expected sha256:{want}, got sha256:{got}"
             )
     os.chmod(path, 0o600)
-    mtime = 0
-    if last_modified:
-        try:
-            mtime = int(email.utils.parsedate_to_datetime(last_modified).timestamp())
-        except (TypeError, ValueError):
-            mtime = 0
-    os.utime(path, (mtime, mtime))
+    mtime = http_time(last_modified) if last_modified else None
+    os.utime(path, (mtime or 0, mtime or 0))
     return name
+
+
+_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH = r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_CLOCK = r"(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)"
+# Go's http.ParseTime: RFC 1123 with a literal GMT, RFC 850, ANSI C asctime (all UTC).
+_HTTP_TIMES = (
+    re.compile(rf"{_DAY}, (?P<d>\d\d) {_MONTH} (?P<y>\d{{4}}) {_CLOCK} (?-i:GMT)", re.I),
+    re.compile(rf"(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, (?P<d>\d\d)-{_MONTH}-"
+               rf"(?P<yy>\d\d) {_CLOCK} [A-Z]{{3,4}}", re.I),
+    re.compile(rf"{_DAY} {_MONTH} (?P<d>[ \d]\d) {_CLOCK} (?P<y>\d{{4}})", re.I),
+)
+
+
+def http_time(value: str) -> int | None:
+    """A ``Last-Modified`` value as Go's ``http.ParseTime`` reads it (None: not a time it
+    accepts; BuildKit then uses the epoch). Stricter than ``email.utils``: no numeric zones,
+    no missing weekday, ``GMT`` only in the RFC 1123 form."""
+    for pattern in _HTTP_TIMES:
+        match = pattern.fullmatch(value)
+        if match is None:
+            continue
+        parts = match.groupdict()
+        year = int(parts["y"]) if parts.get("y") else int(parts["yy"])
+        if not parts.get("y"):
+            year += 1900 if year >= 69 else 2000
+        try:
+            when = datetime(year, _MONTHS.index(parts["mon"].lower()) + 1, int(parts["d"]),
+                            int(parts["h"]), int(parts["m"]), int(parts["s"]), tzinfo=UTC)
+        except ValueError:
+            return None  # Go refuses out-of-range fields too ("day out of range")
+        return calendar.timegm(when.utctimetuple())
+    return None
 
 
 def checkout_git(source: GitSource, scratch: Path, keep_git_dir: bool) -> Path:
@@ -168,7 +198,11 @@ def checkout_git(source: GitSource, scratch: Path, keep_git_dir: bool) -> Path:
             )
     if (repo / ".gitmodules").exists():
         git("submodule", "update", "-q", "--init", "--recursive", "--depth=1")
-    if not keep_git_dir:
+    if keep_git_dir:
+        # As BuildKit's kept checkout: no reflog entries, no FETCH_HEAD.
+        git("reflog", "expire", "--all", "--expire=now")
+        (repo / ".git" / "FETCH_HEAD").unlink(missing_ok=True)
+    else:
         shutil.rmtree(repo / ".git")
     _normalise_modes(repo)
     if not source.subdir:
@@ -180,8 +214,11 @@ def checkout_git(source: GitSource, scratch: Path, keep_git_dir: bool) -> Path:
 
 
 def _normalise_modes(root: Path) -> None:
-    """Git writes files through the umask; BuildKit's checkouts are 0644/0755."""
+    """Git writes files through the umask; BuildKit's checkouts are 0644/0755 (a kept
+    ``.git`` is left as git wrote it: loose objects stay 0444)."""
     for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root) and ".git" in dirnames:
+            dirnames.remove(".git")
         os.chmod(dirpath, 0o755)
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             path = os.path.join(dirpath, name)

@@ -11,6 +11,7 @@ absolute path inside ``dest_root``; a trailing ``/`` means "a directory"):
   itself, which keeps its owner and mode (only its mtime is set to the source's); files replace
   files, a directory never replaces a file (nor a file a directory);
 - symlinks inside are copied as links; hard links inside one action are kept as hard links;
+  a socket from the build context becomes an empty regular file (``sockets_as_files``);
 - ownership: the ``owner`` given (``--chown``), else 0:0 when ``reset_owner`` (context, URL,
   heredoc), else the source's; mtimes and atimes preserved; xattrs copied best effort.
 
@@ -56,6 +57,9 @@ class CopyOptions:
     visible: Visible | None = None  # hides ignored context entries
     root_mtime_now: bool = False  # the context root has no meaningful mtime: use "now"
     source_owner: SourceOwner | None = None
+    # The build context reaches BuildKit through fsutil's transfer, which clears the socket bit
+    # (``mkstat``): the receiver writes a socket as an empty regular file with its permissions.
+    sockets_as_files: bool = False
 
 
 class NotFound(ExecutionError):
@@ -244,6 +248,8 @@ class _Copier:
             self._copy_file(src, target, st)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(src), target)
+        elif stat.S_ISSOCK(st.st_mode) and opts.sockets_as_files:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         else:
             os.mknod(target, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
         if copy_info:

@@ -83,6 +83,15 @@ class Stubs:
         return restored
 
 
+def _mount_point(path: Path) -> None:
+    """/proc, /sys and /dev as runc makes them when the image has none: plain 0755
+    directories that stay in the image (BuildKit's stub cleaner only knows hosts, resolv.conf
+    and RUN --mount targets)."""
+    if not os.path.lexists(path):
+        os.mkdir(path, 0o755)
+        os.chmod(path, 0o755)
+
+
 def _try_mount(*args: object, **kwargs: object) -> bool:
     try:
         _linux.mount(*args, **kwargs)  # type: ignore[arg-type]
@@ -123,27 +132,30 @@ def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
     hosts, resolv = write_etc_files(scratch, hostname, extra_hosts)
 
     proc = root / "proc"
-    stubs.ensure(proc, True)
+    _mount_point(proc)
     flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
     # A fresh proc needs a fully visible /proc on the host (not so in a locked-down container);
     # then the host's is bound instead, which still shows only what the host lets us see.
     if not (new_pid_ns and _try_mount("proc", proc, "proc", flags)):
         _linux.mount("/proc", proc, None, _linux.MS_BIND | _linux.MS_REC)
     mounts.append(proc)
+    mounts += _restrict_proc(proc, flags)
 
     # /sys read-only as BuildKit has it: a fresh sysfs needs a network namespace of our own
     # (when rootless), else the host's is bound (read-only at the top).
     sys_dir = root / "sys"
-    stubs.ensure(sys_dir, True)
+    _mount_point(sys_dir)
     if _try_mount("sysfs", sys_dir, "sysfs", flags | _linux.MS_RDONLY):
         mounts.append(sys_dir)
     elif _try_mount("/sys", sys_dir, None, _linux.MS_BIND | _linux.MS_REC):
         mounts.append(sys_dir)
         _try_mount(None, sys_dir, None, _linux.MS_REMOUNT | _linux.MS_BIND | _linux.MS_RDONLY
                    | flags)
+    if mounts[-1] == sys_dir:
+        mounts += _mask(sys_dir, SYS_MASKED, flags)
 
     dev = root / "dev"
-    stubs.ensure(dev, True)
+    _mount_point(dev)
     _linux.mount("tmpfs", dev, "tmpfs", _linux.MS_NOSUID, "mode=755,size=65536k")
     mounts.append(dev)
     for name in DEVICES:
@@ -154,8 +166,7 @@ def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
         else:
             node.unlink()
     for points_to, link in (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
-                            ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"),
-                            ("/proc/kcore", "core")):
+                            ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")):
         os.symlink(points_to, dev / link)
     (dev / "pts").mkdir()
     if _try_mount("devpts", dev / "pts", "devpts", _linux.MS_NOSUID | _linux.MS_NOEXEC,
@@ -165,6 +176,11 @@ def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
     (dev / "shm").mkdir()
     if _try_mount("shm", dev / "shm", "tmpfs", flags, "mode=1777,size=65536k"):
         mounts.append(dev / "shm")
+    (dev / "mqueue").mkdir()
+    if _try_mount("mqueue", dev / "mqueue", "mqueue", flags):
+        mounts.append(dev / "mqueue")
+    else:
+        (dev / "mqueue").rmdir()
 
     for source, name in ((hosts, "hosts"), (resolv, "resolv.conf")):
         target = root / "etc" / name
@@ -173,11 +189,54 @@ def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
         stubs.ensure(target, False)
         _linux.mount(str(source), target, None, _linux.MS_BIND)
         mounts.append(target)
+        # Read-only, as BuildKit binds them (nosuid,noexec,nodev,rbind,ro): a RUN that writes
+        # /etc/hosts or /etc/resolv.conf fails there with EROFS, so it must fail here too.
+        _linux.mount(None, target, None, _linux.MS_REMOUNT | _linux.MS_BIND | _linux.MS_RDONLY
+                     | flags)
 
     with contextlib.suppress(OSError):
         _linux.sethostname(hostname)
     if new_net_ns:
         _linux.loopback_up()
+    return mounts
+
+
+# containerd's default spec, which BuildKit's RUN gets: /proc paths read-only, or hidden
+# (a file under /dev/null, a directory under an empty read-only tmpfs). Read-only /proc/sys
+# matters most: in the root mode a RUN shares the host's network namespace, and a write to
+# /proc/sys/net would change the host's.
+PROC_READONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+PROC_MASKED = ("acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats",
+               "sched_debug", "scsi")
+SYS_MASKED = ("firmware", "devices/virtual/powercap")
+
+
+def _restrict_proc(proc: Path, flags: int) -> list[Path]:
+    """Apply :data:`PROC_READONLY` and :data:`PROC_MASKED` under the RUN's ``proc``, as far
+    as the kernel lets us (best effort, like the /sys remount); returns the mount points."""
+    mounts = _mask(proc, PROC_MASKED, flags)
+    for name in PROC_READONLY:
+        path = proc / name
+        if os.path.exists(path) and _try_mount(str(path), path, None,
+                                               _linux.MS_BIND | _linux.MS_REC):
+            mounts.append(path)
+            _try_mount(None, path, None,
+                       _linux.MS_REMOUNT | _linux.MS_BIND | _linux.MS_RDONLY | flags)
+    return mounts
+
+
+def _mask(top: Path, names: tuple[str, ...], flags: int) -> list[Path]:
+    """Hide ``names`` under ``top``: a directory under an empty read-only tmpfs, a file under
+    /dev/null (best effort); returns the mount points."""
+    mounts = []
+    for name in names:
+        path = top / name
+        if os.path.isdir(path):
+            done = _try_mount("tmpfs", path, "tmpfs", _linux.MS_RDONLY | flags, "size=0")
+        else:
+            done = os.path.exists(path) and _try_mount("/dev/null", path, None, _linux.MS_BIND)
+        if done:
+            mounts.append(path)
     return mounts
 
 
@@ -190,8 +249,11 @@ def setup_chroot(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
         target = root / "etc" / name
         if not os.path.lexists(target):
             stubs.create(target, functools.partial(shutil.copyfile, source, target))
+    # The mount points runc makes stay, as in the namespaced modes (nothing is mounted there).
+    for name in ("proc", "sys"):
+        _mount_point(root / name)
     dev = root / "dev"
-    stubs.ensure(dev, True)
+    _mount_point(dev)
     for name in DEVICES:
         node = dev / name
         if os.path.lexists(node):

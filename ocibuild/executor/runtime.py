@@ -49,6 +49,11 @@ SINGLE_ID_WARNING = (
     "newuidmap): ownership changes made by RUN (chown, mknod, setuid) are not kept, and apt "
     "runs its downloads as root instead of _apt (APT_CONFIG with APT::Sandbox::User root)")
 
+# The only xattr BuildKit puts in a layer it diffs (containerd's archive ChangeWriter; moby's
+# graphdriver tar too): user.*, trusted.* and POSIX ACLs (system.posix_acl_*) that a RUN or
+# COPY sets stay in the snapshot but never reach the image.
+LAYER_XATTRS = frozenset({"security.capability"})
+
 
 class SnapshotStore(Protocol):
     def snapshot(self, chain_id: Digest, fill: Callable[[Path], None]) -> Path: ...
@@ -241,10 +246,11 @@ class Runtime:
         its sandbox: with a full id map it holds files of sub-ids the caller cannot delete."""
         if not os.path.lexists(path):
             return
-        if self.isolation.mode in ("rootless", "root"):
+        # Most of it (often all: a committed overlay snapshot is left with its empty work dir)
+        # is ours; a sandbox process is only worth starting for what is left.
+        _rmtree(path)
+        if os.path.lexists(path) and self.isolation.mode in ("rootless", "root"):
             self._enter(_rmtree, path)
-        else:
-            _rmtree(path)
 
     def close(self) -> None:
         """Remove the runtime's work area (snapshots not removed yet go with it)."""
@@ -382,7 +388,7 @@ def _commit(snap: Snapshot, dest: Path, compression: str, level: int | None,
             lower_record, record = _beyond_disk(lower_record, iso), _beyond_disk(record, iso)
     changes = snapshots.changes(snap, record, lower_record)
     return write_layer(changes, dest, compression, level, ownership=record,
-                       source_date_epoch=epoch, ordered=True)
+                       source_date_epoch=epoch, ordered=True, xattr_names=LAYER_XATTRS)
 
 
 def _beyond_disk(record: OwnershipRecord, iso: Isolation) -> OwnershipRecord:
@@ -401,12 +407,17 @@ def _beyond_disk(record: OwnershipRecord, iso: Isolation) -> OwnershipRecord:
 
 
 def _rmtree(path: Path) -> None:
+    """Remove what can be removed of ``path``, opening up directories we own but may not
+    read or write (overlay's ``work/work`` is mode 000); the rest stays (see remove_tree)."""
+
     def onexc(func: Callable[..., object], p: str, exc: BaseException) -> None:
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(p), 0o700)
             if os.path.isdir(p) and not os.path.islink(p):
                 os.chmod(p, 0o700)
-            func(p)
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.unlink(p)
 
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=onexc)

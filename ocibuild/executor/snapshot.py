@@ -96,8 +96,17 @@ def mount(snap: Snapshot) -> int | None:
     opts = f"lowerdir={':'.join(rel)},upperdir={snap.upper},workdir={snap.path / 'work'}"
     if snap.kind == "overlay":
         # userxattr (kernel >= 5.11) in every mode: the store's whiteout format is one, and it
-        # implies what the diff needs (no redirect_dir, no metacopy).
-        _linux.mount("overlay", snap.root, "overlay", 0, opts + ",userxattr")
+        # implies what the diff needs (no redirect_dir, no metacopy). volatile (>= 5.10): a
+        # snapshot is scratch until its commit, so the unmount need not sync the whole upper
+        # filesystem (26-55 ms per step here, more on a busy disk). ``unmount`` removes the
+        # marker volatile leaves in the work dir, so the snapshot can be mounted again.
+        opts += ",userxattr"
+        try:
+            _linux.mount("overlay", snap.root, "overlay", 0, opts + ",volatile")
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            _linux.mount("overlay", snap.root, "overlay", 0, opts)
         return None
     proc = subprocess.Popen(["fuse-overlayfs", "-f", "-o", opts, os.fspath(snap.root)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -120,6 +129,8 @@ def unmount(snap: Snapshot) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOENT):
             _linux.umount(snap.root, _linux.MNT_DETACH)
+    if snap.kind == "overlay":
+        shutil.rmtree(snap.path / "work" / "work" / "incompat", ignore_errors=True)
 
 
 def prune_stub_parents(snap: Snapshot, parents: Sequence[str]) -> None:

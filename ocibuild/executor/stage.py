@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -379,6 +380,7 @@ class StageRunner:
                     hostname=self.s.hostname,
                     network=step.network,  # type: ignore[arg-type]
                     mounts=tuple(mounts),
+                    security=step.security,  # type: ignore[arg-type]
                 )
                 code = runtime.run(snap, spec, vertex.log)
             if code != 0:
@@ -433,10 +435,13 @@ class StageRunner:
         try:
             blob = self.s.runtime.commit(snap, tmp / "layer", compression, level,
                                          self.s.source_date_epoch)
-            # Hashed as it was written, on the store's filesystem: moved in, not copied.
-            store.adopt(blob.path, blob.digest, blob.size)
-        finally:
+        except BaseException:
             _rmtree(tmp)
+            raise
+        # Hashed as it was written, on the store's filesystem: moved in, not copied, and in
+        # the background: the next step needs the snapshot, not the blob (``build`` flushes
+        # the store before its outputs read it).
+        store.adopt_later(blob.path, blob.digest, blob.size, lambda: _rmtree(tmp))
         layer = Layer(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id)
         history = History(created=self.s.created or None, created_by=created_by,
                           comment=ce.HISTORY_COMMENT)
@@ -469,11 +474,12 @@ def run_argv(cfg: dict[str, Any], step: RunStep) -> tuple[list[str], tuple[str, 
 
 
 def make_workdir(ctx: Any, path: str, user: str) -> None:
-    """Create ``path`` with missing parents (0755) inside ``ctx.root``, owned by ``user``
-    resolved like COPY --chown (BuildKit's Mkdir ``WithUser``); existing dirs are untouched."""
+    """Create ``path`` with missing parents (0755, plus setgid under a setgid parent) inside
+    ``ctx.root``, owned by ``user`` resolved like COPY --chown (BuildKit's Mkdir ``WithUser``;
+    without a USER, root and the setgid parent's group); existing dirs are untouched."""
     from ocibuild.executor.users import resolve_chown
 
-    uid, gid = resolve_chown(ctx.root, user) if user else (0, 0)
+    owner = resolve_chown(ctx.root, user) if user else None
     current = ""
     for part in [p for p in path.split("/") if p]:
         current = f"{current}/{part}"
@@ -483,7 +489,11 @@ def make_workdir(ctx: Any, path: str, user: str) -> None:
                 raise ExecutionError(f"mkdir {path}: {current} is not a directory")
             continue
         os.mkdir(real, 0o755)
-        os.chmod(real, 0o755)
+        # BuildKit's Mkdir is a bare os.Mkdir, chowned only WithUser: under a setgid parent
+        # the kernel gives the new directory the setgid bit and, without a USER, its group.
+        inherited = os.stat(real).st_mode & stat.S_ISGID
+        os.chmod(real, 0o755 | inherited)
+        uid, gid = owner or (0, os.stat(os.path.dirname(real)).st_gid if inherited else 0)
         ctx.chown(real, uid, gid)
 
 

@@ -87,6 +87,7 @@ def write_layer(
     *,
     threads: int | None = None,
     ordered: bool = False,
+    xattr_names: frozenset[str] | None = None,
 ) -> LayerBlob:
     """Write the layer for ``changes`` to the new file ``dest`` and describe it.
 
@@ -95,8 +96,10 @@ def write_layer(
     repeats (``overlay_changes`` and ``tree_changes`` yield them so): then they are streamed,
     not collected, and a change out of order raises ``ValueError``. ``ownership`` overrides
     uid/gid, device placeholders and xattrs per path (single-id rootless snapshots); modes
-    always come from disk. Memory stays flat: file data is streamed (and, ``ordered``, the
-    changes too). On error ``dest`` is removed and no thread is left running.
+    always come from disk. ``xattr_names``, when given, are the only xattrs written (BuildKit's
+    differ writes ``security.capability`` alone). Memory stays flat: file data is streamed
+    (and, ``ordered``, the changes too). On error ``dest`` is removed and no thread is left
+    running.
     """
     changes = _checked_order(changes) if ordered else _sorted_changes(changes)
     with open(dest, "wb") as raw:
@@ -106,7 +109,7 @@ def write_layer(
         # Uncompressed, the blob is the tar: one hash gives both digests.
         sink = _TarSink(comp, threaded=not plain, hashed=not plain)
         try:
-            writer = _LayerWriter(sink, ownership, source_date_epoch)
+            writer = _LayerWriter(sink, ownership, source_date_epoch, xattr_names)
             for change in changes:
                 writer.add(change)
             sink.write(bytes(2 * BLOCK))
@@ -257,8 +260,10 @@ class _TarSink:
 
 
 class _LayerWriter:
-    def __init__(self, sink: _TarSink, ownership: OwnershipRecord | None, epoch: int | None):
+    def __init__(self, sink: _TarSink, ownership: OwnershipRecord | None, epoch: int | None,
+                 xattr_names: frozenset[str] | None = None):
         self._sink = sink
+        self._xattr_names = xattr_names
         self._ownership = ownership
         self._epoch = epoch
         self._dirs_written: set[str] = set()
@@ -316,6 +321,9 @@ class _LayerWriter:
             if owner.xattrs:
                 changes["xattrs"] = tuple(sorted({**dict(entry.xattrs), **dict(owner.xattrs)}.items()))
             entry = _replace(entry, changes)
+        if self._xattr_names is not None and entry.xattrs:
+            entry = _replace(entry, {"xattrs": tuple(
+                (k, v) for k, v in entry.xattrs if k in self._xattr_names)})
         if entry.kind is EntryKind.DIR:
             self._dirs_written.add(path)
         elif entry.kind is EntryKind.FILE and st.st_nlink > 1:

@@ -60,6 +60,9 @@ class UnpackResult:
     entries: int
     skipped_devices: tuple[str, ...] = ()
     skipped_xattrs: tuple[str, ...] = ()  # "path: name"
+    # Directories made only because an entry needed a parent that the archive never listed
+    # (relative to ``dest``, outermost first); the caller decides their owner.
+    implied: tuple[str, ...] = ()
 
 
 def unpack_layer(
@@ -100,7 +103,8 @@ def unpack_layer(
                 ) from exc
     unpacker.finish()
     return UnpackResult(
-        unpacker.count, tuple(unpacker.skipped_devices), tuple(unpacker.skipped_xattrs)
+        unpacker.count, tuple(unpacker.skipped_devices), tuple(unpacker.skipped_xattrs),
+        tuple(rel for rel in unpacker.implied if rel not in unpacker.written),
     )
 
 
@@ -125,6 +129,7 @@ class _Unpacker:
         self.dir_times: list[tuple[str, int]] = []
         self.skipped_devices: list[str] = []
         self.skipped_xattrs: list[str] = []
+        self.implied: list[str] = []
         self.count = 0
 
     # -- entries -------------------------------------------------------------------------------
@@ -180,13 +185,22 @@ class _Unpacker:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            os.makedirs(path, 0o755)
+            self._make_implied(path)
             return path
         if not stat.S_ISDIR(st.st_mode):
             # A file where a directory is needed: the entry replaces the lower file, as tar does.
             os.unlink(path)
-            os.makedirs(path, 0o755)
+            self._make_implied(path)
         return path
+
+    def _make_implied(self, path: str) -> None:
+        missing = []
+        probe = path
+        while probe != self.root and not os.path.lexists(probe):
+            missing.append(probe)
+            probe = os.path.dirname(probe)
+        os.makedirs(path, 0o755)
+        self.implied.extend(os.path.relpath(m, self.root) for m in reversed(missing))
 
     def _clear(self, target: str, is_dir: bool) -> None:
         try:

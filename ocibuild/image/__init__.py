@@ -14,6 +14,7 @@ from ocibuild.image.image import (
     build_manifest_value,
     chain_ids,
     config_descriptor,
+    fill_history_times,
     normalize_history,
 )
 from ocibuild.image.manifest import MAX_MANIFEST_SIZE, Index, Manifest, parse_manifest
@@ -35,6 +36,7 @@ __all__ = [
     "canonical_config_bytes",
     "chain_ids",
     "config_descriptor",
+    "fill_history_times",
     "format_time",
     "normalize_history",
     "parse_manifest",

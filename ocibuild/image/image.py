@@ -142,6 +142,42 @@ def normalize_history(image: Image, missing: History | None = None) -> Image:
     return image.with_config(image.config.with_history(history))
 
 
+def fill_history_times(image: Image, *, layer_time: str, epoch: str | None = None) -> Image:
+    """History ``created`` times as BuildKit's image exporter completes them: an entry with a
+    layer and no time gets ``layer_time`` (BuildKit: when the layer entered its cache), then
+    every entry still without one takes the first new layer's time (or the entry before it);
+    with ``SOURCE_DATE_EPOCH`` (``epoch``) the filled times are the epoch, as BuildKit clamps
+    every entry that differs from the base image's. Entries that have a time keep it (a
+    base image's history is never rewritten). Returns ``image`` itself when nothing is missing.
+    """
+    history = list(image.config.history)
+    if all(h.created for h in history):
+        return image
+    fill = epoch or layer_time
+    history = [replace(h, created=fill) if not h.created and not h.empty_layer else h
+               for h in history]
+    created: str | None = None
+    gap = False
+    for h in history:  # the first time after a gap, else the last time
+        if h.created:
+            created = h.created
+            if gap:
+                break
+        else:
+            gap = True
+    gap = False
+    out = []
+    for h in history:
+        if h.created:
+            if gap:
+                created = h.created
+        else:
+            gap = True
+            h = replace(h, created=epoch or created)
+        out.append(h)
+    return image.with_config(image.config.with_history(out))
+
+
 def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
     """The OCI chain ids of a layer stack (oldest first): ``chain[0] = diff[0]``,
     ``chain[n] = sha256(chain[n-1] + " " + diff[n])``. Snapshots are keyed by these."""

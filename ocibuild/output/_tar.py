@@ -1,7 +1,8 @@
 """A deterministic, streaming tar writer for image archives (not for layers: see ocibuild.fs).
 
-Entries carry mtime 0, uid/gid 0, no user/group names, mode 0644/0755, in the order added; the
-output depends only on the entries. Works on non-seekable streams (``dest=-``).
+Entries carry mtime 0, uid/gid 0, no user/group names, mode 0755 for directories and 0644 for
+files unless the caller gives one (containerd's archive exporter writes blobs and
+``oci-layout`` read-only, 0444), in the order added; the output depends only on the entries. Works on non-seekable streams (``dest=-``).
 
 Headers come from ``tarfile.TarInfo.tobuf`` (PAX format); data is copied straight to the
 output: tarfile's own stream mode re-slices its buffer for every 10 KiB it writes, which
@@ -35,12 +36,12 @@ class ArchiveWriter:
         self._out.write(data)
         self._pos += len(data)
 
-    def _header(self, name: str, kind: bytes, size: int = 0) -> None:
+    def _header(self, name: str, kind: bytes, size: int = 0, mode: int | None = None) -> None:
         info = tarfile.TarInfo(name)
         info.type = kind
         info.size = size
         info.mtime = 0
-        info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+        info.mode = mode if mode is not None else 0o755 if kind == tarfile.DIRTYPE else 0o644
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
@@ -57,17 +58,17 @@ class ArchiveWriter:
         if self._pos % BLOCK:
             self._write(bytes(BLOCK - self._pos % BLOCK))
 
-    def add_bytes(self, name: str, data: bytes) -> None:
+    def add_bytes(self, name: str, data: bytes, mode: int | None = None) -> None:
         self._parents(name)
-        self._header(name, tarfile.REGTYPE, len(data))
+        self._header(name, tarfile.REGTYPE, len(data), mode)
         self._write(data)
         self._pad()
 
-    def add_stream(self, name: str, size: int, stream: BinaryIO) -> None:
+    def add_stream(self, name: str, size: int, stream: BinaryIO, mode: int | None = None) -> None:
         """Copy exactly ``size`` bytes of ``stream``; ContentError if it ends early or has more
         (reading to its end also lets a verifying stream check its digest)."""
         self._parents(name)
-        self._header(name, tarfile.REGTYPE, size)
+        self._header(name, tarfile.REGTYPE, size, mode)
         left = size
         while left > 0:
             chunk = stream.read(min(CHUNK, left))

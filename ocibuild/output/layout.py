@@ -77,9 +77,12 @@ def open_layout(path: Path | str) -> OciLayout:
 
 def ref_annotations(ref: Reference | str) -> dict[str, str]:
     """The index.json annotations BuildKit writes for an image name: the full name for
-    containerd, the tag as ``org.opencontainers.image.ref.name`` (what ``oci:DIR:TAG`` looks up).
+    containerd, the tag as ``org.opencontainers.image.ref.name`` (what ``oci:DIR:TAG`` looks up;
+    containerd's ``ociReferenceName``: a name with a digest and no tag keeps the whole name).
     """
     r = ref if isinstance(ref, Reference) else Reference.parse(ref)
+    if r.digest is not None and not r.tag:
+        return {CONTAINERD_NAME: str(r), REF_NAME: str(r)}
     return {CONTAINERD_NAME: str(r.without_digest()), REF_NAME: r.tag or "latest"}
 
 
@@ -147,7 +150,8 @@ def _copy_blob(blobs: BlobSource, d: Descriptor, dest: BinaryIO) -> None:
 # -- OCI layout directory --------------------------------------------------------------------
 def write_oci_layout(dest: Path | str, entries: Sequence[Descriptor], blobs: BlobSource) -> None:
     """Write (or add to) an OCI layout directory. ``entries`` become index.json's manifests,
-    annotations included; an existing entry with the same ref.name is replaced (the tag moves).
+    annotations included; an existing entry with the same ref.name and image name is replaced
+    (the tag moves).
     """
     dest = Path(dest)
     needed = closure(entries, blobs)
@@ -162,10 +166,17 @@ def write_oci_layout(dest: Path | str, entries: Sequence[Descriptor], blobs: Blo
         old = list(OciLayout(dest).index.manifests)
     elif any(dest.iterdir()):
         raise OutputError(f"write OCI layout {dest}: not empty and not an OCI layout")
-    names = {dict(e.annotations).get(REF_NAME) for e in entries} - {None}
-    kept = [d for d in old if dict(d.annotations).get(REF_NAME) not in names]
+    # An entry is replaced by one with the same ref.name *and* containerd name (buildx's
+    # ociindex ``insertDesc``): docker.io/a:v1 and docker.io/b:v1 both stay as "v1".
+    names = {_entry_name(e) for e in entries} - {None}
+    kept = [d for d in old if _entry_name(d) not in names]
     kept = [d for d in kept if d not in entries]
     _fill_layout_dir(dest, needed, blobs, [*kept, *entries])
+
+
+def _entry_name(d: Descriptor) -> tuple[str, str] | None:
+    a = dict(d.annotations)
+    return (a[REF_NAME], a.get(CONTAINERD_NAME, "")) if REF_NAME in a else None
 
 
 def _fill_layout_dir(
@@ -198,18 +209,24 @@ def write_oci_archive(
     dest: Path | str | BinaryIO, entries: Sequence[Descriptor], blobs: BlobSource
 ) -> None:
     """Write an OCI layout as a tar to a path (atomically) or to an open binary stream (not
-    closed; streamed, e.g. stdout). Entry order: blobs, then ``oci-layout`` and ``index.json``."""
+    closed; streamed, e.g. stdout). Entries as containerd's archive exporter (BuildKit's
+    ``type=oci``) writes them: sorted by name (``blobs/``, ``index.json``, ``oci-layout``),
+    blobs and ``oci-layout`` read-only (0444), ``index.json`` 0644."""
     needed = closure(entries, blobs)
     with _output(dest) as f, ArchiveWriter(f) as tar:
         _tar_blobs(tar, needed, blobs)
-        tar.add_bytes("oci-layout", OCI_LAYOUT_FILE)
         tar.add_bytes("index.json", _index_json(entries))
+        tar.add_bytes("oci-layout", OCI_LAYOUT_FILE, mode=0o444)
+
+
+def _blob_name(d: Descriptor) -> str:
+    return f"blobs/{d.digest.algorithm}/{d.digest.hex}"
 
 
 def _tar_blobs(tar: ArchiveWriter, needed: Sequence[Descriptor], blobs: BlobSource) -> None:
-    for d in needed:
+    for d in sorted(needed, key=_blob_name):
         with blobs.open(d.digest) as src:
-            tar.add_stream(f"blobs/{d.digest.algorithm}/{d.digest.hex}", d.size, src)
+            tar.add_stream(_blob_name(d), d.size, src, mode=0o444)
 
 
 # -- docker archive --------------------------------------------------------------------------
@@ -229,9 +246,15 @@ def write_docker_archive(
     *,
     uncompressed: bool = False,
     tmpdir: Path | None = None,
+    docker_save: bool = True,
 ) -> None:
-    """Write a ``docker load`` tarball in docker 25+'s layout: an OCI layout (blobs,
-    ``oci-layout``, ``index.json``) plus ``manifest.json`` and ``repositories``.
+    """Write a ``docker load`` tarball: an OCI layout (blobs, ``oci-layout``, ``index.json``)
+    plus ``manifest.json``, entries sorted by name, blobs and ``oci-layout`` read-only.
+
+    ``docker_save`` (the default) adds what docker 25+'s ``docker save`` adds: a legacy
+    ``repositories`` file and a newline after ``manifest.json``; without it the archive is
+    containerd's archive exporter's, which BuildKit's ``type=docker`` writes. index.json keeps
+    each image descriptor's platform and annotations (names added per tag).
 
     Layers are stored as they are (docker load accepts gzip and zstd) unless ``uncompressed``,
     which decompresses each through a temporary file in ``tmpdir`` (default: beside ``dest``)
@@ -239,8 +262,9 @@ def write_docker_archive(
     """
     prepared = [_prepare_docker_image(i, blobs) for i in images]
     spool_dir = tmpdir or (Path(dest).parent if isinstance(dest, (str, os.PathLike)) else None)
-    with contextlib.ExitStack() as stack, _output(dest) as f, ArchiveWriter(f) as tar:
-        written: set[Digest] = set()
+    with contextlib.ExitStack() as stack:
+        # name -> (size, source of the blob's bytes, or the bytes); written sorted at the end.
+        records: dict[str, tuple[Descriptor, BlobSource | bytes]] = {}
         manifest_json: list[dict[str, object]] = []
         repositories: dict[str, dict[str, str]] = {}
         index_entries: list[Descriptor] = []
@@ -249,40 +273,30 @@ def write_docker_archive(
             layer_names: list[str] = []
             layers: list[Descriptor] = []
             for layer in manifest.layers:
+                source: BlobSource = blobs
                 if uncompressed and mt.layer_compression(layer.media_type) != "none":
                     spooled = stack.enter_context(_decompressed(blobs, layer, spool_dir))
                     layer = spooled.descriptor
-                    source: BlobSource = spooled
-                else:
-                    source = blobs
+                    source = spooled
                 layers.append(layer)
-                name = f"blobs/{layer.digest.algorithm}/{layer.digest.hex}"
-                layer_names.append(name)
-                if layer.digest not in written:
-                    written.add(layer.digest)
-                    with source.open(layer.digest) as src:
-                        tar.add_stream(name, layer.size, src)
+                layer_names.append(_blob_name(layer))
+                records.setdefault(_blob_name(layer), (layer, source))
+            descriptor = image.manifest
             if layers != list(manifest.layers):
                 manifest = Manifest.build(
                     Descriptor(mt.DOCKER_CONFIG, config.digest, config.size),
                     layers,
                     media_type=mt.DOCKER_MANIFEST,
                 )
-            for blob, data in ((config, None), (manifest.descriptor(), manifest.raw)):
-                name = f"blobs/{blob.digest.algorithm}/{blob.digest.hex}"
-                if blob.digest in written:
-                    continue
-                written.add(blob.digest)
-                if data is not None:
-                    tar.add_bytes(name, data)
-                else:
-                    with blobs.open(blob.digest) as src:
-                        tar.add_stream(name, blob.size, src)
+                descriptor = manifest.descriptor(platform=descriptor.platform)
+            records.setdefault(_blob_name(config), (config, blobs))
+            records.setdefault(_blob_name(manifest.descriptor()),
+                               (manifest.descriptor(), manifest.raw))
             tags = [t.without_digest() for t in image.tags]
             manifest_json.append(
                 {
-                    "Config": f"blobs/{config.digest.algorithm}/{config.digest.hex}",
-                    "RepoTags": [t.familiar for t in tags],
+                    "Config": _blob_name(config),
+                    "RepoTags": [t.familiar for t in tags] if tags or docker_save else None,
                     "Layers": layer_names,
                 }
             )
@@ -291,16 +305,23 @@ def write_docker_archive(
                     repositories.setdefault(t.familiar_name, {})[t.tag or "latest"] = (
                         layers[-1].digest.hex
                     )
-            descriptor = manifest.descriptor()
             if not tags:
                 index_entries.append(descriptor)
             for t in tags:
                 index_entries.append(descriptor.with_annotations(ref_annotations(t)))
-        tar.add_bytes("index.json", _index_json(index_entries))
-        tar.add_bytes("manifest.json", go_json(manifest_json) + b"\n")
-        tar.add_bytes("oci-layout", OCI_LAYOUT_FILE)
-        if repositories:
-            tar.add_bytes("repositories", go_json(repositories) + b"\n")
+        with _output(dest) as f, ArchiveWriter(f) as tar:
+            for name in sorted(records):
+                blob, content = records[name]
+                if isinstance(content, bytes):
+                    tar.add_bytes(name, content, mode=0o444)
+                else:
+                    with content.open(blob.digest) as src:
+                        tar.add_stream(name, blob.size, src, mode=0o444)
+            tar.add_bytes("index.json", _index_json(index_entries))
+            tar.add_bytes("manifest.json", go_json(manifest_json) + (b"\n" if docker_save else b""))
+            tar.add_bytes("oci-layout", OCI_LAYOUT_FILE, mode=0o444)
+            if repositories and docker_save:
+                tar.add_bytes("repositories", go_json(repositories) + b"\n")
 
 
 def _prepare_docker_image(image: DockerImage, blobs: BlobSource) -> tuple[DockerImage, Manifest]:

@@ -1,29 +1,35 @@
 """Layers in another compression for an output (``compression=zstd``, ``force-compression``).
 
 Streams each blob from the store through a decompressor and E's compressor back into the store;
-the diff ids (and so the config) do not change.
+the diff ids (and so the config) do not change. Which layers change follows BuildKit's
+``GetRemotes``: without ``force-compression`` only the layers this build made; with it every
+layer *in another compression* (``NeedsConversion``: a layer already in the wanted one is kept
+as it is, whatever ``compression-level`` says).
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Container
 from typing import Any
 
 from ocibuild import mediatypes as mt
+from ocibuild.digest import Digest
 from ocibuild.image import Descriptor, Image, Layer
 
 
 def recompress_image(image: Image, store: Any, want: str, level: int | None,
-                     *, force: bool = False) -> Image:
-    """``image`` with every layer in ``want`` (gzip|zstd|uncompressed) compression; layers
-    already in it are kept unless ``force``."""
+                     *, force: bool = False, base: Container[Digest] = ()) -> Image:
+    """``image`` with its layers in ``want`` (gzip|zstd|uncompressed) compression: layers
+    already in it are kept, and so are ``base`` layers (blobs that came from elsewhere, e.g.
+    pulled) unless ``force``."""
     from ocibuild.fs.compression import open_compressor, open_decompressed
 
     name = "none" if want == "uncompressed" else want
     layers: list[Layer] = []
     for layer in image.layers:
         current = mt.layer_compression(layer.media_type)
-        if current == name and not force:
+        if current == name or (layer.digest in base and not force):
             layers.append(layer)
             continue
         with store.open(layer.digest) as src, open_decompressed(src) as plain, \

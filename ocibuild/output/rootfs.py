@@ -2,9 +2,14 @@
 
 The layers are applied in order (whiteouts honoured) into a directory built beside the
 destination and renamed into place; the tar is flattened in a temporary directory and
-written beside the destination, then renamed into place. As root, ids and modes land on disk; otherwise they are
-kept in an ``OwnershipRecord`` and the tar output carries the image's true ids. The tar is
-written by E's deterministic layer writer (uncompressed), so the same image gives the same bytes.
+written beside the destination, then renamed into place. The tar carries the image's ids
+(kept in an ``OwnershipRecord``); it is written by E's deterministic layer writer
+(uncompressed), so the same image gives the same bytes.
+
+``type=local`` follows buildx's receiving side (fsutil ``Receive`` with ``Merge``): files are
+owned by whoever runs the build, not by the image's ids, the destination directory is created
+0700, and an existing directory is merged into (entries of the image replace entries of the
+same name; other entries stay).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +27,95 @@ from ocibuild.image import Image
 
 
 def _flatten(image: Image, store: Any, dest: Path) -> Any:
+    """Apply the layers into ``dest`` with the image's ids on disk when root (the executor's
+    RUN --mount from a stage or image uses this); returns the ``OwnershipRecord``."""
+    return _unpack(image, store, dest, chown=os.geteuid() == 0)
+
+
+def _unpack(image: Image, store: Any, dest: Path, *, chown: bool) -> Any:
     from ocibuild.fs.ownership import OwnershipRecord
     from ocibuild.fs.unpack import unpack_layer
 
     record = OwnershipRecord()
-    as_root = os.geteuid() == 0
     for layer in image.layers:
         with store.open(layer.digest) as src:
-            unpack_layer(src, dest, ownership=record, chown=as_root)
+            unpack_layer(src, dest, ownership=record, chown=chown)
     return record
 
 
-def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool) -> None:
+def _stamp(root: Path, epoch: int | None) -> None:
+    """Set the mtime (and atime) of everything below ``root`` to ``epoch``, symlinks
+    themselves included; children first, so a directory's time is not changed afterwards."""
+    if epoch is None:
+        return
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in (*filenames, *dirnames):
+            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
+
+
+def _merge(src: Path, dest: Path) -> None:
+    """Move the tree ``src`` into the existing directory ``dest``: a directory on both sides
+    is merged (and takes ``src``'s mode and times), anything else replaces what was there."""
+    for entry in os.scandir(src):
+        target = dest / entry.name
+        if entry.is_dir(follow_symlinks=False) and target.is_dir() and not target.is_symlink():
+            _merge(Path(entry.path), target)
+            st = os.lstat(entry.path)
+            os.chmod(target, st.st_mode & 0o7777)
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+            continue
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            os.unlink(target)
+        os.rename(entry.path, target)
+
+
+def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool,
+                 epoch: int | None = None) -> None:
     """Write the flattened filesystem of ``image`` to ``dest`` (a new directory, or a tar file;
-    ``-`` is stdout for the tar)."""
-    from ocibuild.output._atomic import atomic_dir, atomic_path
+    ``-`` is stdout for the tar). With ``SOURCE_DATE_EPOCH`` (``epoch``) every entry's mtime
+    *is* the epoch, older ones included, as BuildKit's local and tar exporters set it
+    (``CreateFS``'s map function); the destination directory itself keeps its own."""
+    from ocibuild.output._atomic import atomic_dir
 
     if not as_tar:
         target = Path(dest)
-        if target.exists() and target.is_dir() and not any(target.iterdir()):
-            target.rmdir()  # an empty directory is fine to fill, like buildx
-        with atomic_dir(target) as tmp:
-            _flatten(image, store, tmp)
+        try:
+            # buildx creates the directory and its missing parents 0700.
+            os.makedirs(target.parent, mode=0o700, exist_ok=True)
+            if target.is_dir() and any(target.iterdir()):
+                # Merged like buildx: flattened beside it first, so a failed layer leaves
+                # the directory as it was.
+                work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+                try:
+                    _unpack(image, store, work, chown=False)
+                    _stamp(work, epoch)
+                    _merge(work, target)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                return
+            if target.is_dir():
+                target.rmdir()  # an empty directory is fine to fill, like buildx
+            with atomic_dir(target) as tmp:
+                _unpack(image, store, tmp, chown=False)
+                _stamp(tmp, epoch)
+            os.chmod(target, 0o700)  # buildx creates the destination 0700
+        except OSError as exc:
+            raise OutputError(f"write {dest}: {exc.strerror or exc}") from exc
         return
+    write_rootfs_tar([("", image)], store, dest, epoch=epoch)
+
+
+def write_rootfs_tar(parts: Sequence[tuple[str, Image]], store: Any, dest: str, *,
+                     epoch: int | None = None) -> None:
+    """One tar of several filesystems: each image's below its directory name (``""``: at the
+    top). A multi-platform ``type=tar`` names them ``linux_amd64`` etc., as BuildKit's tar
+    exporter does: such a directory is 0755, root's, with mtime ``epoch`` (else 0)."""
     from ocibuild.fs.diff import tree_changes
     from ocibuild.fs.layer import write_layer
+    from ocibuild.fs.ownership import Owner, OwnershipRecord
+    from ocibuild.output._atomic import atomic_path
 
     work = Path(tempfile.mkdtemp(prefix="ocibuild-rootfs-"))
     try:
@@ -53,7 +123,19 @@ def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool) -> None:
         empty = work / "empty"
         root.mkdir()
         empty.mkdir()
-        record = _flatten(image, store, root)
+        record = OwnershipRecord()
+        for name, image in parts:
+            sub = root / name if name else root
+            if name:
+                sub.mkdir(0o755)
+            part = _flatten(image, store, sub)
+            _stamp(sub, epoch)
+            for path, owner in part:
+                record.set(f"{name}/{path}" if name else path, owner)
+            if name:
+                os.chmod(sub, 0o755)
+                os.utime(sub, (epoch or 0, epoch or 0))
+                record.set(name, Owner(0, 0, 0o40755))
         changes = tree_changes(empty, root, new_ownership=record)
         if dest == "-":
             blob = write_layer(changes, work / "fs.tar", "none", ownership=record, ordered=True)

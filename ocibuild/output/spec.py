@@ -8,16 +8,18 @@
 
 Common attributes: ``name=`` (comma-separated in CSV quoting, or from ``-t``),
 ``oci-mediatypes=true|false``, ``compression=gzip|zstd|uncompressed``, ``compression-level=N``,
-``force-compression=true``, ``annotation.KEY=V`` / ``annotation-manifest.KEY=V``. ``--push``
+``force-compression=true``, ``annotation[-TYPE][PLATFORM].KEY=V`` (TYPE: manifest,
+manifest-descriptor, index, index-descriptor; see ``ocibuild.output.annotations``). ``--push``
 adds ``type=registry``; a bare ``--output DIR`` means ``type=local,dest=DIR``.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ocibuild.errors import UsageError
+from ocibuild.output.annotations import Annotation, Annotations, parse_attr
 
 TYPES = ("oci", "docker", "image", "registry", "local", "tar")
 
@@ -33,7 +35,7 @@ class OutputSpec:
     compression: str | None = None
     compression_level: int | None = None
     force_compression: bool = False
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: Annotations = Annotations()
 
     @property
     def is_image(self) -> bool:
@@ -70,19 +72,21 @@ def parse_output(spec: str, tags: tuple[str, ...] = ()) -> OutputSpec:
     names = tuple(n for n in attrs.pop("name", "").split(",") if n) or tags
     push = kind == "registry" or _bool("push", attrs.pop("push", "false"))
     tar = _bool("tar", attrs.pop("tar", "true"))
-    oci_default = "false" if kind == "docker" else "true"
-    oci = _bool("oci-mediatypes", attrs.pop("oci-mediatypes", oci_default))
+    # OCI media types by default for every exporter, docker included: current BuildKit
+    # (compatibility version 31, moby/buildkit 6147354ae); 0.13 wrote Docker types there.
+    oci = _bool("oci-mediatypes", attrs.pop("oci-mediatypes", "true"))
     compression = attrs.pop("compression", None)
     if compression is not None and compression not in ("gzip", "zstd", "uncompressed"):
         raise UsageError(f"--output: compression={compression!r}: want gzip, zstd or uncompressed")
     level = attrs.pop("compression-level", None)
     force = _bool("force-compression", attrs.pop("force-compression", "false"))
-    annotations: dict[str, str] = {}
+    found: list[Annotation] = []
     for key in [k for k in attrs if k.startswith("annotation")]:
-        prefix, _, name = key.partition(".")
-        if prefix not in ("annotation", "annotation-manifest") or not name:
+        parsed = parse_attr(key, attrs[key])
+        if parsed is None:
             raise UsageError(f"--output: unsupported annotation key {key!r}")
-        annotations[name] = attrs.pop(key)
+        found.append(parsed)
+        del attrs[key]
     for ignored in ("unpack", "store", "name-canonical", "dangling-name-prefix", "buildinfo"):
         attrs.pop(ignored, None)
     if attrs:
@@ -96,7 +100,7 @@ def parse_output(spec: str, tags: tuple[str, ...] = ()) -> OutputSpec:
     except ValueError as exc:
         raise UsageError(f"--output: compression-level={level!r} is not a number") from exc
     return OutputSpec(kind, dest, names, push, tar, oci, compression, level_int, force,
-                      annotations)
+                      Annotations(tuple(found)))
 
 
 def parse_outputs(specs: tuple[str, ...], tags: tuple[str, ...], push: bool) -> list[OutputSpec]:

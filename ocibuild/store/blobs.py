@@ -15,7 +15,9 @@ import contextlib
 import fcntl
 import io
 import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -95,6 +97,10 @@ class BlobStore:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_root()
         self._lock_fd: int | None = None
+        # ``adopt_later``: one background writer, and the blobs it has not published yet.
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: dict[Digest, Future[None]] = {}
+        self._pending_lock = threading.Lock()
         try:
             for sub in ("blobs/sha256", "tmp", "snapshots", "cache", "roots", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -104,8 +110,12 @@ class BlobStore:
             raise StoreError(f"open content store {self.root}: {exc}") from exc
 
     def close(self) -> None:
-        """Release the store's shared lock. Idempotent; blobs stay readable, but ``prune``
-        needs the lock, so do not prune through a closed store."""
+        """Finish the background writes (their errors were for ``flush`` to raise) and release
+        the store's shared lock. Idempotent; blobs stay readable, but ``prune`` needs the lock,
+        so do not prune through a closed store."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)
@@ -122,7 +132,12 @@ class BlobStore:
 
     # -- paths --------------------------------------------------------------------------------
     def path(self, digest: Digest) -> Path:
-        """Where ``digest`` lives (it may not exist; see ``has``)."""
+        """Where ``digest`` lives (it may not exist; see ``has``). A blob this store is still
+        publishing (``adopt_later``) is waited for, and its write error raised."""
+        self._settle(digest)
+        return self._path(digest)
+
+    def _path(self, digest: Digest) -> Path:
         return self.root / "blobs" / digest.algorithm / digest.hex
 
     def has(self, digest: Digest) -> bool:
@@ -154,7 +169,7 @@ class BlobStore:
         return write_verified(self.root / "tmp", self._commit, expected, size, durable=True)
 
     def _commit(self, tmp: Path, digest: Digest) -> None:
-        dest = self.path(digest)
+        dest = self._path(digest)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o444)
@@ -197,6 +212,40 @@ class BlobStore:
             raise StoreError(f"move {path} into the store: {exc.strerror}") from exc
         self._commit(Path(path), digest)
 
+    def adopt_later(self, path: Path, digest: Digest, size: int,
+                    cleanup: Callable[[], None]) -> None:
+        """``adopt`` in the background, then ``cleanup()`` (also on failure): the fsync, the
+        slow part, leaves the caller's path. Until it is done the blob is not in the store for
+        other processes; in this one ``path``, ``has``, ``size`` and ``open`` wait for it and
+        raise its error. ``flush`` waits for every such blob; ``close`` too."""
+
+        def publish() -> None:
+            try:
+                self.adopt(path, digest, size)
+            finally:
+                cleanup()
+            with self._pending_lock:
+                if self._pending.get(digest) is future:
+                    del self._pending[digest]
+
+        with self._pending_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="ocibuild-store")
+            future = self._writer.submit(publish)
+            self._pending[digest] = future
+
+    def flush(self) -> None:
+        """Wait for the blobs ``adopt_later`` is publishing; raise the first one's error."""
+        with self._pending_lock:
+            futures = list(self._pending.values())
+        for future in futures:
+            future.result()
+
+    def _settle(self, digest: Digest) -> None:
+        future = self._pending.get(digest)
+        if future is not None:
+            future.result()
+
     def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
         """Store small content (manifests, configs)."""
         digest = expected or Digest.of_bytes(data)
@@ -234,7 +283,7 @@ class BlobStore:
 
     def _quarantine(self, digest: Digest) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(digest))
+            os.unlink(self._path(digest))
 
     def delete(self, digest: Digest) -> None:
         """Remove a blob if present (used by gc)."""

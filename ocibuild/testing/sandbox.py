@@ -48,13 +48,15 @@ def _add(tar: tarfile.TarFile, name: str, *, kind: bytes = tarfile.REGTYPE, data
 
 def write_busybox_layer(dest: Path) -> None:
     """A base layer: busybox with its applets in /bin, /etc/passwd + group (root, bob:1000 in
-    wheel), /home/bob owned by 1000, and a few files the tests change or delete. No /proc,
-    /dev or /etc/hosts: the sandbox has to make (and clean) their mount stubs."""
+    wheel), /home/bob owned by 1000, and a few files the tests change or delete. Empty /proc,
+    /dev and /sys as real images have them (a RUN leaves the ones it lacks, as runc does), but
+    no /etc/hosts or resolv.conf: the sandbox has to make (and clean) their mount stubs."""
     applets = ["sh", "ls", "id", "echo", "cat", "mkdir", "chown", "mknod", "hostname", "sleep",
                "rm", "touch", "ln", "chmod", "pwd", "env", "kill", "printf", "mkfifo", "true",
                "false", "grep", "wc", "stat", "find", "sort", "sed", "head", "test"]
     with tarfile.open(dest, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for d in ("bin", "etc", "home", "data", "data/old", "data/keep", "data/mvdir", "tmp"):
+        for d in ("bin", "dev", "etc", "home", "data", "data/old", "data/keep", "data/mvdir",
+                  "proc", "sys", "tmp"):
             _add(tar, d, kind=tarfile.DIRTYPE, mode=0o1777 if d == "tmp" else 0o755)
         with open(BUSYBOX, "rb") as f:
             _add(tar, "bin/busybox", data=f.read(), mode=0o755)

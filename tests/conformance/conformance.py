@@ -4,7 +4,9 @@ BuildKit) and the test (``test_conformance.py``, needs only ocibuild and a test 
 A case is ``cases/<case>/``: ``Dockerfile`` (``localhost:5000`` stands for the test registry),
 ``ctx/`` (the build context), optional ``args.json`` (``{"build_args": {K: V}, "target": NAME,
 "secrets": {ID: FILE relative to the case dir}, "labels": {K: V}, "env": {K: V},
-"empty_dirs": [PATH in ctx]}``; a
+"empty_dirs": [PATH in ctx], "specials": [[KIND, PATH in ctx, ...]],
+"dockerfile_ignore": TEXT (written as ``Dockerfile.dockerignore`` beside the Dockerfile), "http_files": {URL PATH: {...}}}``, the last served to ``ADD``
+by ``httpfiles.serve`` as ``http://fileserver:8080``; a
 ``build_args`` value of null is passed as a bare ``--build-arg K``, taken from ``env``, the
 builder's environment) and ``buildkit.txt``, the golden: BuildKit's
 result rendered by ``render``. Both builders pull the SAME busybox image bytes (``seed``), so the
@@ -16,9 +18,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from httpfiles import HTTP_PLACEHOLDER, serve, unplace
 
 from ocibuild.testing import busybox
 from ocibuild.testing.flatten import Entry, listing, tree_of_tar
@@ -56,10 +61,39 @@ def case_args(case: str, host: str = PLACEHOLDER) -> dict[str, Any]:
 
 def make_context_dirs(case: str) -> None:
     """Git keeps no empty directories: the context dir itself, and those a case lists under
-    ``empty_dirs`` in ``args.json``, are made before a build."""
+    ``empty_dirs`` in ``args.json``, are made before a build; so are its ``specials``."""
     (CASES / case / "ctx").mkdir(exist_ok=True)
     for rel in case_args(case).get("empty_dirs") or ():
         (CASES / case / "ctx" / rel).mkdir(parents=True, exist_ok=True)
+    for special in case_args(case).get("specials") or ():
+        make_special(CASES / case / "ctx", *special)
+
+
+def make_special(ctx: Path, kind: str, rel: str, *args: Any) -> None:
+    """What git cannot hold, made in the context before a build (idempotent; the paths a case
+    creates are listed in its ``.gitignore``): ``["fifo", P]``, ``["socket", P]`` (a bound unix
+    socket), ``["hardlink", P, TARGET]``, ``["xattr", P, NAME, VALUE]``, ``["chmod", P, OCTAL]``,
+    ``["mtime", P, SECONDS]`` (not following a symlink), ``["file", P, TEXT]`` (with its
+    parents: names git or other checkouts handle badly, newlines, ``\\``)."""
+    path = ctx / rel
+    if kind == "file":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(args[0])
+    elif kind == "fifo" and not os.path.lexists(path):
+        os.mkfifo(path)
+    elif kind == "socket" and not os.path.lexists(path):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+    elif kind == "hardlink" and not os.path.lexists(path):
+        os.link(ctx / args[0], path)
+    elif kind == "xattr":
+        os.setxattr(path, args[0], str(args[1]).encode(), follow_symlinks=False)
+    elif kind == "chmod":
+        os.chmod(path, int(args[0], 8))
+    elif kind == "mtime":
+        os.utime(path, (args[0], args[0]), follow_symlinks=False)
+    elif kind not in ("fifo", "socket", "hardlink", "file"):
+        raise ValueError(f"unknown special {kind!r} for {rel}")
 
 
 def build_flags(case: str, host: str) -> list[str]:
@@ -77,8 +111,22 @@ def build_flags(case: str, host: str) -> list[str]:
     return flags
 
 
-def dockerfile_text(case: str, host: str) -> str:
-    return (CASES / case / "Dockerfile").read_text().replace(PLACEHOLDER, host)
+def dockerfile_text(case: str, host: str, files_host: str | None = None) -> str:
+    text = (CASES / case / "Dockerfile").read_text().replace(PLACEHOLDER, host)
+    return text.replace(HTTP_PLACEHOLDER, files_host) if files_host else text
+
+
+def write_dockerfile_ignore(case: str, dockerfile: Path) -> None:
+    """The case's ``dockerfile_ignore`` as ``<Dockerfile>.dockerignore`` (which wins over the
+    context's ``.dockerignore`` in both builders)."""
+    text = case_args(case).get("dockerfile_ignore")
+    if text is not None:
+        dockerfile.with_name(dockerfile.name + ".dockerignore").write_text(text)
+
+
+def serve_files(case: str):  # type: ignore[no-untyped-def]
+    """The case's ``http_files`` served while a builder runs (``httpfiles.serve``)."""
+    return serve(CASES / case, case_args(case).get("http_files"))
 
 
 def base_tree(work: Path) -> dict[str, Entry]:
@@ -126,7 +174,9 @@ def render(built: Built, base: dict[str, Entry]) -> str:
     out.append(f"layers: {layers}")
     keep_base = "/bin/busybox" in built.tree
     out.append("files:" + (" (changed from the base image)" if keep_base else ""))
-    out.extend("  " + line for line in listing(built.tree, base if keep_base else None))
+    # A newline in a file name would start a line of its own (and a bogus section).
+    out.extend("  " + line.replace("\n", "\\n")
+               for line in listing(built.tree, base if keep_base else None))
     return "\n".join(out) + "\n"
 
 
@@ -145,13 +195,21 @@ def build_ocibuild(case: str, host: str, store: Path, work: Path,
                    isolation: str = "auto") -> tuple[Built, str]:
     """Build ``case`` with ocibuild in-process into an OCI layout under ``work``; returns the
     flattened image and the progress log."""
+    with serve_files(case) as files:
+        built, log = _build_ocibuild(case, host, store, work, isolation, files)
+    return Built(unplace(built.config, files), built.tree), log
+
+
+def _build_ocibuild(case: str, host: str, store: Path, work: Path, isolation: str,
+                    files: str | None) -> tuple[Built, str]:
     from ocibuild import cli
     from ocibuild.executor.build import BuildOptions, build, options_from_args
     from ocibuild.testing.flatten import load_layout
 
     make_context_dirs(case)
     dockerfile = work / "Dockerfile"
-    dockerfile.write_text(dockerfile_text(case, host))
+    dockerfile.write_text(dockerfile_text(case, host, files))
+    write_dockerfile_ignore(case, dockerfile)
     layout = work / "layout"
     argv = ["-f", str(dockerfile), "--progress", "plain", "--isolation", isolation,
             "--insecure-registry", host, "--output", f"type=oci,dest={layout},tar=false",

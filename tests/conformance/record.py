@@ -33,19 +33,30 @@ from conformance import (  # noqa: E402
     make_context_dirs,
     render,
     seed,
+    serve_files,
+    write_dockerfile_ignore,
 )
+from httpfiles import unplace  # noqa: E402
 
 from ocibuild.testing.flatten import load_docker_save  # noqa: E402
 from ocibuild.testing.registry import start_registry  # noqa: E402
 
 
 def build_buildkit(docker: str, case: str, host: str, work: Path, no_cache: bool = False) -> Built:
+    with serve_files(case) as files:
+        built = _build_buildkit(docker, case, host, work, no_cache, files)
+    return Built(unplace(built.config, files), built.tree)
+
+
+def _build_buildkit(docker: str, case: str, host: str, work: Path, no_cache: bool,
+                    files: str | None) -> Built:
     make_context_dirs(case)
     dockerfile = work / "Dockerfile"
     # No network for docker/dockerfile:1: the built-in frontend (1.7) has what the corpus uses.
-    text = dockerfile_text(case, host)
+    text = dockerfile_text(case, host, files)
     dockerfile.write_text("\n".join(line for line in text.split("\n")
                                     if not line.startswith("# syntax=")))
+    write_dockerfile_ignore(case, dockerfile)
     tag = f"conformance/{case}:1"
     proc = subprocess.run([docker, "buildx", "build", "--network", "none", "--load", "-t", tag,
                            *(["--no-cache"] if no_cache else []), "-f", str(dockerfile), *build_flags(case, host),

@@ -33,6 +33,8 @@ _PARENTS = ("COPY --chmod also sets the mode of the directories it creates for t
             "(BuildKit 0.21, fsutil copy.MkdirAll(..., ci.Mode))")
 _CHMODVAR = ("COPY/ADD --chmod is expanded with ARG/ENV, mode and history (dockerfile 1.10, "
              "22fbeaf; 0.13 ignored the unexpanded value)")
+_ARGBASE = ("RUN history: a stage built FROM another stage starts with that stage's ARGs "
+            "(dockerfile 1.10, c7c2f0e97 dispatchState.init)")
 CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
     "arg-scoping": (
         ("[empty] ARG VERSION\n", "[empty] ARG VERSION=2.5\n", _ARG),
@@ -321,6 +323,13 @@ CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
     "realistic-node-monorepo": (("EXPOSE map[8080/tcp:{}]", "EXPOSE [8080/tcp]", _EXPOSE),),
     "realistic-node-monorepo-api": (("EXPOSE map[3000/tcp:{}]", "EXPOSE [3000/tcp]", _EXPOSE),),
+    "fuzz-add-implied-setgid": (
+        ("f 0644 0:0 /sg/owned/a/b/c.txt", "f 0644 1000:1000 /sg/owned/a/b/c.txt", _UNPACK),
+    ),
+    "fuzz-arg-inherit-stage": (
+        ("RUN |1 A2=child2 /bin/sh", "RUN |3 A1=def-val A2=child2 A3=env3 /bin/sh", _ARGBASE),
+        ("RUN |1 A1=def-val /bin/sh", "RUN |3 A1=def-val A2=child2 A3=env3 /bin/sh", _ARGBASE),
+    ),
 }
 
 # case -> the difference ocibuild still has from (current) BuildKit; strict xfails.

@@ -6,7 +6,6 @@ timestamps into logs and databases. Skipped with a reason when no reference dock
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from debian_cases import APT, DPKG, USERS, USERS_FILES
 
 from ocibuild.testing.flatten import Entry, load_layout
+from ocibuild.testing.oracle import reference_docker
 
 pytestmark = [pytest.mark.slow, pytest.mark.oracle, pytest.mark.dockerd,
               pytest.mark.timeout(900)]
@@ -27,13 +27,7 @@ CASES = {
 
 
 def _docker() -> str:
-    docker = os.environ.get("ORACLE_DOCKER")
-    if not docker or not os.environ.get("DOCKER_HOST"):
-        pytest.skip("no reference BuildKit: run eval \"$(../shared/tools/buildkit-oracle.sh)\"")
-    probe = subprocess.run([docker, "version"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"reference dockerd does not answer: {probe.stderr.decode()[-200:]}")
-    return docker
+    return reference_docker()
 
 
 def _shape(e: Entry | None) -> tuple[str, int, int, int, str] | None:

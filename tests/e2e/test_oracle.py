@@ -19,25 +19,17 @@ import pytest
 from e2e_harness import CASES, build_case, case_flags, case_names, case_options
 
 from ocibuild.testing.flatten import listing, load_docker_save, load_layout
+from ocibuild.testing.oracle import reference_docker
 
 pytestmark = pytest.mark.oracle
 
 
 # Differences we know of and keep (each says why).
-KNOWN_DIFFERENCES = {
-    "scratch-busybox-install": "runc leaves the /dev, /proc and /sys mount points it creates "
-                               "in a rootfs without them; ocibuild's sandbox removes its stubs",
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 def _docker() -> list[str]:
-    docker = os.environ.get("ORACLE_DOCKER")
-    if not docker or not os.environ.get("DOCKER_HOST"):
-        pytest.skip("no reference BuildKit: run eval \"$(../shared/tools/buildkit-oracle.sh)\"")
-    probe = subprocess.run([docker, "version"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"reference dockerd does not answer: {probe.stderr.decode()[-200:]}")
-    return [docker]
+    return [reference_docker()]
 
 
 def _comparable(config: dict) -> dict:

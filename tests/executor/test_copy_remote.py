@@ -109,7 +109,11 @@ def test_url_archive_not_unpacked_unless_asked(served: tuple[str, Path], tmp_pat
     ("http://h/x/file?q=1", "file"),
     ("http://h/", "__unnamed__"),
     ("http://h", "__unnamed__"),
-    ("http://h/dir/", "__unnamed__"),
+    ("http://h/dir/", "dir"),  # Go's path.Base drops trailing slashes
+    ("http://h//", "__unnamed__"),
+    ("http://h/.", "__unnamed__"),
+    ("http://h/a%20b.txt", "a b.txt"),  # u.Path is decoded
+    ("http://h/a%2Fb", "b"),
 ])
 def test_url_filename(url: str, name: str) -> None:
     assert url_filename(url) == name

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ocibuild.errors import ExecutionError, SandboxError
 from ocibuild.executor.runtime import RunSpec, Runtime, Snapshot
-from ocibuild.testing.sandbox import BaseLayer, mounts_under
+from ocibuild.testing.sandbox import BUSYBOX
 
 pytestmark = [pytest.mark.rootless, pytest.mark.chroot, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def snap(sandbox_runtime: Runtime, busybox_layer: BaseLayer) -> Iterator[Snapshot]:
-    lower = sandbox_runtime.unpack_layer(busybox_layer.chain_id, busybox_layer.blob)
-    snapshot = sandbox_runtime.new_snapshot([lower])
-    yield snapshot
-    sandbox_runtime.remove(snapshot)
-    assert mounts_under(snapshot.path) == []
 
 
 def run(runtime: Runtime, snap: Snapshot, script: str, **kwargs: object) -> tuple[int, str]:
@@ -129,9 +120,28 @@ def test_hosts_resolv_hostname_and_stubs_leave_no_trace(sandbox_runtime: Runtime
         assert run(sandbox_runtime, snap, "test -r /proc/self/status && echo proc")[1] == "proc\n"
         code, out = run(sandbox_runtime, snap, "test -d /sys/class && ! touch /sys/x 2>/dev/null")
         assert code == 0, out
-    # Nothing of /proc, /dev, /etc/hosts or /etc/resolv.conf (absent from the image) remains:
-    # no empty stub, no whiteout, not even /etc as a changed directory.
+    # Nothing of /etc/hosts or /etc/resolv.conf (absent from the image) or of the device nodes
+    # remains: no empty stub, no whiteout, not even /etc as a changed directory.
     assert layer_entries(sandbox_runtime, snap, tmp_path) == {}
+
+
+def test_missing_mount_points_stay_like_runc_leaves_them(sandbox_runtime: Runtime,
+                                                          tmp_path: Path) -> None:
+    """On an image without /proc, /dev and /sys, a RUN leaves them as plain 0755 root
+    directories, as runc does under BuildKit (its stub cleaner does not know them)."""
+    lower = tmp_path / "lower"
+    (lower / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, lower / "bin" / "sh")
+    snap = sandbox_runtime.new_snapshot([lower])
+    try:
+        assert run(sandbox_runtime, snap, "true")[0] == 0
+        entries = layer_entries(sandbox_runtime, snap, tmp_path)
+    finally:
+        sandbox_runtime.remove(snap)
+    assert set(entries) == {"dev", "proc", "sys"}, sorted(entries)
+    for name in ("dev", "proc", "sys"):
+        assert entries[name].isdir() and entries[name].mode == 0o755
+        assert (entries[name].uid, entries[name].gid) == (0, 0)
 
 
 def test_changes_are_what_the_run_did(sandbox_runtime: Runtime, snap: Snapshot,

@@ -202,6 +202,35 @@ def test_security_capability_survives_byte_for_byte(tmp_path: Path) -> None:
     assert entry.xattrs == (("security.capability", CAP_NET_BIND),)
 
 
+@needs_root
+def test_layer_keeps_only_the_xattrs_it_is_told(tmp_path: Path) -> None:
+    """A build's layers carry security.capability alone, as BuildKit's differ writes them:
+    user.* and ACLs a RUN or COPY set stay out (``xattr_names``)."""
+    src, empty = tmp_path / "src", tmp_path / "empty"
+    for d in (src, empty):
+        d.mkdir()
+    f = make_file(src / "ping", b"\x7fELF", 0o755)
+    os.setxattr(f, "security.capability", CAP_NET_BIND)
+    os.setxattr(f, "user.origin", b"ctx")
+    d = src / "data"
+    d.mkdir()
+    os.setxattr(d, "user.origin", b"run")
+
+    def xattrs(**kwargs: object) -> dict[str, tuple[tuple[str, bytes], ...]]:
+        blob = write_layer(tree_changes(empty, src), tmp_path / "l", "none", **kwargs)  # type: ignore[arg-type]
+        with open(blob.path, "rb") as raw:
+            found = {e.name: e.xattrs for e in TarReader(raw)}  # type: ignore[arg-type]
+        os.unlink(blob.path)
+        return found
+
+    everything = xattrs()
+    assert dict(everything["ping"]) == {"security.capability": CAP_NET_BIND, "user.origin": b"ctx"}
+    assert everything["data"] == (("user.origin", b"run"),)
+    only = xattrs(xattr_names=frozenset({"security.capability"}))
+    assert only["ping"] == (("security.capability", CAP_NET_BIND),)
+    assert only["data"] == ()
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 512, 100_000])
 def test_reader_accepts_any_read_sizes(tmp_path: Path, chunk: int) -> None:
     src, empty = tmp_path / "src", tmp_path / "empty"

@@ -77,7 +77,10 @@ def test_oci_archive_is_read_by_skopeo_and_by_us(store: BlobStore, tmp_path: Pat
     assert layout.resolve("docker.io/library/app:v1") == d
     assert validate_image(layout, d.digest).config == image.config
     with tarfile.open(dest) as tar:
-        assert tar.getnames()[-2:] == ["oci-layout", "index.json"]
+        # containerd's archive exporter order: sorted names, blobs read-only
+        assert tar.getnames()[-2:] == ["index.json", "oci-layout"]
+        assert tar.getnames() == sorted(tar.getnames())
+        assert all(m.mode == 0o444 for m in tar.getmembers() if m.isfile() and m.name.startswith("blobs/"))
     from ocibuild.output._atomic import _umask
 
     assert dest.stat().st_mode & 0o777 == 0o644 & ~_umask()  # not mkstemp's 0600

@@ -12,7 +12,8 @@ def test_types_and_defaults() -> None:
     assert parse_output("type=oci,dest=out.tar") == OutputSpec("oci", "out.tar")
     assert parse_output("type=oci,dest=dir,tar=false").tar is False
     docker = parse_output("type=docker,dest=x.tar", ("a:1",))
-    assert docker.names == ("a:1",) and docker.oci_mediatypes is False
+    # current BuildKit (compatibility version 31): OCI media types for type=docker too
+    assert docker.names == ("a:1",) and docker.oci_mediatypes is True
     assert parse_output("type=registry,name=r/a:1").push is True
     assert parse_output("type=image,name=r/a:1,push=true").push is True
     assert parse_output("out") == OutputSpec("local", "out")
@@ -25,7 +26,7 @@ def test_attributes() -> None:
                         "annotation.org.example=x")
     assert spec.names == ("r/a:1", "r/a:2") and spec.compression == "zstd"
     assert spec.compression_level == 5 and spec.force_compression and not spec.oci_mediatypes
-    assert spec.annotations == {"org.example": "x"}
+    assert spec.annotations.manifest() == {"org.example": "x"}
 
 
 @pytest.mark.parametrize("bad", [

@@ -129,6 +129,47 @@ def test_adopt_moves_a_written_file_in(store: BlobStore) -> None:
     work.rmdir()
 
 
+def test_adopt_later_publishes_in_the_background(store: BlobStore) -> None:
+    data = os.urandom(5000)
+    digest = Digest.of_bytes(data)
+    work = store.tempdir()
+    (work / "layer").write_bytes(data)
+    cleaned: list[bool] = []
+    store.adopt_later(work / "layer", digest, 5000, lambda: cleaned.append(True))
+    # In this process the blob is there as soon as anyone asks for it.
+    assert store.has(digest)
+    assert store.get_bytes(digest) == data
+    assert cleaned == [True] and not (work / "layer").exists()
+    store.flush()
+
+    # A failed publication is raised where the blob is asked for, by flush, and the
+    # cleanup runs anyway; nothing is published.
+    other = os.urandom(100)
+    bad = Digest.of_bytes(other)
+    (work / "bad").write_bytes(other)
+    store.adopt_later(work / "bad", bad, 101, lambda: cleaned.append(True))
+    with pytest.raises(ContentError, match="got 100 bytes, want 101"):
+        store.flush()
+    with pytest.raises(ContentError):
+        store.has(bad)
+    assert cleaned == [True, True]
+    assert not store._path(bad).exists()
+    (work / "bad").unlink()
+    work.rmdir()
+
+
+def test_close_waits_for_background_publications(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "store")
+    data = os.urandom(1 << 20)
+    digest = Digest.of_bytes(data)
+    work = store.tempdir()
+    (work / "layer").write_bytes(data)
+    store.adopt_later(work / "layer", digest, len(data), lambda: work.rmdir())
+    store.close()
+    assert not work.exists()
+    assert BlobStore(tmp_path / "store").get_bytes(digest) == data
+
+
 def test_put_file_streams(store: BlobStore, tmp_path: Path) -> None:
     src = tmp_path / "big"
     with open(src, "wb") as f:

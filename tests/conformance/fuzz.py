@@ -1,0 +1,1029 @@
+"""Random differential testing of ocibuild against the reference BuildKit.
+
+A tool run by hand (not a test: pytest does not collect it). It generates random but valid
+multi-stage Dockerfiles over the busybox bases of the conformance corpus, each with a small
+random build context, builds every one with both builders and compares the renderings of
+``conformance.render``:
+
+    eval "$(../shared/tools/buildkit-oracle.sh)"
+    python tests/conformance/fuzz.py --seed 1 --count 50 [--out /tmp/fuzz] [--print]
+
+``--print`` only prints the generated Dockerfiles (no builds). The same seed and ``--gen``
+always give the same Dockerfile and context. Generator versions (each adds to the one before,
+without changing what an older version draws): 1 stages, ARG/ENV/LABEL/WORKDIR/USER, RUN
+(files, dirs, links, chmod/chown, fifos, rm/rm -rf, mv, cp -a), COPY/ADD (globs, --chown,
+--chmod, --from, local archives), heredocs, config instructions, ONBUILD, --target; 2 type
+changes across layers, users added by RUN, COPY through symlinks, VOLUME, RUN --mount
+bind/tmpfs; 3 parser and expansion corners (case, blanks, continuations with comments, quoting,
+nested ``${:-}``, JSON COPY, ``..`` paths); 4 heredoc forms, globs in --from, platform ARGs,
+exec-form words, supplementary groups; 5 setgid/sticky/odd-mode parents made first, archives
+with implied directories; 6 (default) as 5, with base paths a RUN removed forgotten (5 could
+still pick them as existing directories for --chmod).
+
+A mismatch (or a build only one builder accepts) is written as a case directory
+``OUT/seed-N/`` (``Dockerfile``, ``ctx/``, ``args.json``, ``buildkit.txt``, ``ocibuild.txt``)
+to be reduced by hand into a ``cases/fuzz-<what>`` case. What BuildKit 0.13 writes differently
+from current BuildKit (``test_conformance.CURRENT_BUILDKIT``) is not reported: ARG, EXPOSE and
+HEALTHCHECK history lines are masked, RUN's ``|N k=v`` list is normalised to current's rule (a
+re-declared ARG once) and dropped when a FROM names a stage (current inherits its ARGs), and
+``--chmod`` only copies into existing directories (current gives created ones its mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+BASES = ("localhost:5000/busybox:latest", "localhost:5000/busybox:1.36",
+         "localhost:5000/alpine:3.19", "localhost:5000/debian:bookworm-slim")
+ROOTS = ("/opt/a", "/srv/b", "/data", "/app", "/usr/local/share/x", "/etc/conf.d",
+         "/var/lib/z", "/home/app/w", "/tmp/t")
+USERS = ("root", "app", "1000", "1000:1000", "app:users", "daemon", "nobody", "4242",
+         "app:app", "0:100", "bin:staff")
+CHOWNS = ("app:app", "1000", "app", "1000:100", "daemon:staff", "0:0", "nobody:nogroup",
+          "4242:4242")
+CHMODS = ("0640", "755", "0700", "600", "0444", "4755", "1777", "0775")
+WORDS = ("alpha", "beta", "gamma", "delta", "x y", "a=b", "sp ace", "dollar$x", "ümlaut")
+MASKED = ("ARG ", "EXPOSE ", "HEALTHCHECK ")
+
+
+@dataclass
+class Stage:
+    name: str
+    index: int
+    shell: bool  # has /bin/sh (RUN allowed)
+    paths: dict[str, str] = field(default_factory=dict)  # abs path -> f|d|l (made by the file)
+    env: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    user_root: bool = True
+    workdir: str = "/"
+    onbuild: bool = False
+
+
+@dataclass
+class Generated:
+    dockerfile: str
+    ctx: dict[str, Any]  # rel path -> bytes | ("dir",) | ("link", target)
+    args: dict[str, Any]
+    stage_bases: bool = False  # a FROM names an earlier stage
+
+
+class Gen:
+    """One random Dockerfile; every choice comes from ``rng`` so a seed reproduces it."""
+
+    def __init__(self, rng: random.Random, version: int = 6) -> None:
+        self.r = rng
+        self.v = version  # 1: the first generator (seeds 100-499 of the first runs)
+        self.lines: list[str] = []
+        self.stages: list[Stage] = []
+        self.ctx: dict[str, Any] = {}
+        self.ctx_files: list[str] = []
+        self.ctx_dirs: list[str] = []
+        self.archives: list[str] = []
+        self.build_args: dict[str, str] = {}
+        self.global_args: list[str] = []
+        self.counter = 0
+        self.stage_bases = False
+
+    # -- helpers
+    def uniq(self, prefix: str = "n") -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def chance(self, p: float) -> bool:
+        return self.r.random() < p
+
+    def pick(self, seq: Any) -> Any:
+        return self.r.choice(list(seq))
+
+    def text(self) -> str:
+        return " ".join(self.r.choice(WORDS[:4]) for _ in range(self.r.randint(1, 3)))
+
+    # -- context
+    def make_context(self) -> None:
+        r = self.r
+        for i in range(r.randint(2, 5)):
+            name = f"f{i}.txt" if self.chance(0.7) else f"f{i}.sh"
+            self.ctx[name] = f"file {i} {self.text()}\n".encode()
+            self.ctx_files.append(name)
+        for i in range(r.randint(1, 3)):
+            d = f"d{i}"
+            self.ctx[d] = ("dir",)
+            self.ctx_dirs.append(d)
+            for j in range(r.randint(0, 3)):
+                self.ctx[f"{d}/g{j}.txt"] = f"{d} {j}\n".encode()
+                self.ctx_files.append(f"{d}/g{j}.txt")
+            if self.chance(0.4):
+                self.ctx[f"{d}/sub"] = ("dir",)
+                self.ctx[f"{d}/sub/deep.txt"] = b"deep\n"
+                self.ctx_files.append(f"{d}/sub/deep.txt")
+            if self.chance(0.3):
+                self.ctx[f"{d}/.hidden"] = b"hidden\n"
+            if self.chance(0.3) and any(k.startswith(d + "/g") for k in self.ctx):
+                self.ctx[f"{d}/link"] = ("link", "g0.txt")
+        if self.chance(0.3):
+            self.ctx["ln-top"] = ("link", self.ctx_files[0])
+        for i in range(r.randint(0, 2)):
+            name = f"arch{i}.tar" if self.chance(0.5) else f"arch{i}.tar.gz"
+            self.ctx[name] = self.make_tar(name.endswith(".gz"))
+            self.archives.append(name)
+        if self.chance(0.2):
+            self.ctx[".dockerignore"] = b"*.sh\n!f0.sh\n"
+            self.ctx_files = [f for f in self.ctx_files if not f.endswith(".sh") or f == "f0.sh"]
+
+    def make_tar(self, gz: bool) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w", format=tarfile.PAX_FORMAT) as tar:
+            def add(name: str, kind: str, mode: int, data: bytes = b"", link: str = "") -> None:
+                info = tarfile.TarInfo(name)
+                info.mode, info.mtime = mode, 1_600_000_000
+                info.uid, info.gid = self.pick((0, 1000, 4242)), self.pick((0, 100, 1000))
+                if kind == "d":
+                    info.type = tarfile.DIRTYPE
+                    tar.addfile(info)
+                elif kind == "l":
+                    info.type, info.linkname = tarfile.SYMTYPE, link
+                    tar.addfile(info)
+                elif kind == "h":
+                    info.type, info.linkname = tarfile.LNKTYPE, link
+                    tar.addfile(info)
+                else:
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+            top = self.pick(("pkg", "lib", "."))
+            if top != "." and (self.v < 5 or self.chance(0.5)):  # v5: implied dirs too
+                modes = (0o755, 0o750, 0o700) + ((0o2775,) if self.v >= 5 else ())
+                add(top, "d", self.pick(modes))
+            pre = "" if top == "." else top + "/"
+            if self.v >= 5 and self.chance(0.5):
+                add(pre + "imp/deep/d.txt", "f", 0o644, b"implied\n")
+            add(pre + "a.txt", "f", self.pick((0o644, 0o600, 0o755)), b"tar a\n")
+            if self.chance(0.5):
+                add(pre + "b", "d", 0o755)
+                add(pre + "b/c.txt", "f", 0o644, b"tar c\n")
+            if self.chance(0.5):
+                add(pre + "ln", "l", 0o777, link="a.txt")
+            if self.chance(0.4):
+                add(pre + "hard", "h", 0o644, link=pre + "a.txt")
+        return buf.getvalue()
+
+    # -- instructions
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+
+    def var_ref(self, st: Stage) -> str | None:
+        names = st.env + st.args
+        if not names:
+            return None
+        v = self.pick(names)
+        return self.pick((f"${v}", f"${{{v}}}", f"${{{v}:-dflt}}", f"${{{v}:+set}}",
+                          f"${{UNSET_{v}:-fb}}"))
+
+    def gen_from(self, idx: int) -> Stage:
+        r = self.r
+        name = f"s{idx}"
+        prev = [s for s in self.stages if not s.onbuild or self.chance(0.8)]
+        choice = r.random()
+        platform = ""
+        if choice < 0.25 and prev:
+            parent = self.pick(prev)
+            base, shell = parent.name, parent.shell
+            self.stage_bases = True
+            st = Stage(name, idx, shell, dict(parent.paths), list(parent.env), [],
+                       parent.user_root, parent.workdir)
+        elif choice < 0.33:
+            base, shell = "scratch", False
+            st = Stage(name, idx, shell)
+        else:
+            if "BASE" in self.global_args and self.chance(0.5):
+                base = "${BASE}"
+            else:
+                base = self.pick(BASES)
+            st = Stage(name, idx, True)
+        if self.chance(0.1) and base not in ("scratch",) and not base.startswith("s"):
+            platform = "--platform=$BUILDPLATFORM "
+        self.emit(f"FROM {platform}{base} AS {name}" if self.chance(0.9) or base == "scratch"
+                  else f"from {platform}{base} as {name}")
+        return st
+
+    def gen_stage(self, st: Stage, final: bool) -> None:
+        r = self.r
+        n = r.randint(2, 9)
+        for _ in range(n):
+            kinds = ["env", "arg", "label", "workdir", "copy", "copy", "config"]
+            if st.shell:
+                kinds += ["run", "run", "run", "run", "heredoc", "user"]
+            if self.stages:
+                kinds += ["copyfrom", "copyfrom"]
+            if self.archives:
+                kinds.append("add")
+            if not final:
+                kinds.append("onbuild")
+            if self.v >= 2 and st.shell:
+                kinds += ["special", "special", "mount"]
+            if self.v >= 3:
+                kinds += ["edge", "edge", "edge"]
+            if self.v >= 4:
+                kinds += ["more", "more", "more"]
+            getattr(self, "i_" + self.pick(kinds))(st)
+        if not st.user_root and self.chance(0.5):
+            self.emit("USER root")
+            st.user_root = True
+
+    def i_env(self, st: Stage) -> None:
+        k = self.uniq("E")
+        ref = self.var_ref(st)
+        val = self.pick(("v1", "\"two words\"", "/opt/p", "'single $q'", "a\\ b"))
+        if ref and self.chance(0.6):
+            val = self.pick((f"{ref}/x", f"\"pre-{ref}\"", ref))
+        if self.chance(0.2):
+            self.emit(f"ENV {k} {val} tail")
+        elif self.chance(0.3):
+            k2 = self.uniq("E")
+            self.emit(f"ENV {k}={val} {k2}=${k}-2")
+            st.env.append(k2)
+        else:
+            self.emit(f"ENV {k}={val}")
+        st.env.append(k)
+
+    def i_arg(self, st: Stage) -> None:
+        if self.global_args and self.chance(0.3) and self.global_args[-1] not in st.args:
+            k = self.global_args[-1]
+            self.emit(f"ARG {k}")
+            st.args.append(k)
+            return
+        k = self.uniq("A")
+        form = self.r.random()
+        if form < 0.3:
+            self.emit(f"ARG {k}")
+        else:
+            self.emit(f"ARG {k}={self.pick(('d1', 'def-val', '/p/q', chr(34) + 'q' + chr(34)))}")
+        if self.chance(0.4):
+            self.build_args[k] = self.pick(("cli", "from-cli", "c=d"))
+        st.args.append(k)
+
+    def i_label(self, st: Stage) -> None:
+        ref = self.var_ref(st) or "plain"
+        self.emit(self.pick((f"LABEL l{self.counter}=v", f"LABEL \"k {self.counter}\"=\"{ref}\"",
+                             f"LABEL org.x.y={ref} other=2")))
+        self.counter += 1
+
+    def i_workdir(self, st: Stage) -> None:
+        ref = self.var_ref(st)
+        opts = [self.pick(ROOTS) + "/wd", "rel" + str(self.counter), "/", "sub/dir", "../up"]
+        if ref:
+            opts.append(f"/w/{ref}")
+        w = self.pick(opts)
+        self.counter += 1
+        self.emit(f"WORKDIR {w}")
+        st.workdir = "?"
+
+    def i_user(self, st: Stage) -> None:
+        u = self.pick(USERS)
+        self.emit(f"USER {u}")
+        st.user_root = u in ("root", "0:100")
+
+    def i_config(self, st: Stage) -> None:
+        c = self.r.randint(0, 9)
+        if c == 0:
+            self.emit(self.pick(('CMD ["sh", "-c", "echo hi"]', "CMD echo $HOME", "CMD []",
+                                 'CMD ["--flag"]')))
+        elif c == 1:
+            self.emit(self.pick(('ENTRYPOINT ["/bin/sh", "-c"]', "ENTRYPOINT exec top",
+                                 "ENTRYPOINT []", 'ENTRYPOINT ["env"]')))
+        elif c == 2:
+            ref = self.var_ref(st)
+            ports = self.pick(("80", "443/udp 8080", "9000/tcp", "7000-7002"))
+            self.emit(f"EXPOSE {ports}" + (f" {ref}" if ref and self.chance(0.1) else ""))
+        elif c == 3:
+            self.emit(self.pick(("VOLUME /data", 'VOLUME ["/v1", "/v2"]', "VOLUME /var/x /var/y")))
+        elif c == 4:
+            self.emit(self.pick(("STOPSIGNAL SIGTERM", "STOPSIGNAL 9", "STOPSIGNAL SIGUSR1")))
+        elif c == 5:
+            self.emit(self.pick(("HEALTHCHECK CMD true", "HEALTHCHECK NONE",
+                                 "HEALTHCHECK --interval=30s --retries=2 CMD [\"true\"]")))
+        elif c == 6 and st.shell:
+            self.emit(self.pick(('SHELL ["/bin/sh", "-ec"]', 'SHELL ["/bin/sh", "-c"]',
+                                 'SHELL ["/bin/sh", "-xc"]')))
+        elif c == 7:
+            self.emit("MAINTAINER fuzz <f@x>")
+        else:
+            self.i_label(st)
+
+    # -- RUN
+    def known(self, st: Stage, kinds: str) -> list[str]:
+        return sorted(p for p, k in st.paths.items() if k in kinds)
+
+    def forget(self, st: Stage, path: str) -> None:
+        for p in list(st.paths):
+            if p == path or p.startswith(path + "/"):
+                del st.paths[p]
+
+    def add_path(self, st: Stage, path: str, kind: str) -> None:
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            st.paths.setdefault("/" + "/".join(parts[:i]), "d")
+        st.paths[path] = kind
+
+    def root_cmd(self, st: Stage) -> str:
+        r = self.r
+        files, dirs = self.known(st, "f"), self.known(st, "d")
+        c = r.randint(0, 15)
+        if c <= 2 or not files:
+            d = self.pick(ROOTS) + ("/" + self.uniq("d") if self.chance(0.5) else "")
+            f = f"{d}/{self.uniq('r')}.txt"
+            self.add_path(st, f, "f")
+            return f"mkdir -p {d} && echo {self.text()!r} > {f}"
+        if c == 3:
+            f = self.pick(files)
+            return f"echo more >> {f}"
+        if c == 4:
+            f = self.pick(files)
+            link = f + "-sym"
+            self.add_path(st, link, "l")
+            return f"ln -sf {f.rsplit('/', 1)[1]} {link}"
+        if c == 5:
+            f = self.pick(files)
+            link = f + "-hard"
+            if link in st.paths:
+                return "true"
+            self.add_path(st, link, "f")
+            return f"ln {f} {link}"
+        if c == 6:
+            return f"chmod {self.pick(('600', '0755', 'g+w', '4755', 'o-r'))} {self.pick(files + dirs)}"
+        if c == 7:
+            return f"chown {self.pick(('1000', '1000:100', 'app:app', 'daemon', '0:50'))} {self.pick(files + dirs)}"
+        if c == 8:
+            d = self.pick(dirs) if dirs else "/srv"
+            p = f"{d}/{self.uniq('fifo')}"
+            self.add_path(st, p, "p")
+            return f"mkfifo {p}"
+        if c == 9:
+            return f"touch -d '2020-01-02 03:04:05' {self.pick(files)}"
+        if c == 10:
+            f = self.pick(files)
+            self.forget(st, f)
+            return f"rm -f {f}"
+        if c == 11 and dirs:
+            d = self.pick(dirs)
+            if d.count("/") < 2:
+                d = d + "/" + self.uniq("q")
+            self.forget(st, d)
+            f = f"{d}/again.txt"
+            self.add_path(st, f, "f")
+            return f"rm -rf {d} && mkdir -p {d} && echo again > {f}"
+        if c == 12:
+            # not /etc/group in version 2: BuildKit 0.13 (docker driver) fails every later RUN
+            # with "unable to find groups for spec root: invalid argument" (it reads the
+            # whiteout); current BuildKit on an overlay snapshotter does not see it
+            victim = self.pick(("/etc/group" if self.v == 1 else "/usr/bin/sum", "/home/app",
+                                "/mnt", "/srv", "/usr/bin/yes", "/var/tmp", "/root"))
+            if self.v >= 6:
+                self.forget(st, victim)
+            return f"rm -rf {victim}"
+        if c == 13:
+            f = self.pick(files)
+            dst = f + ".mv"
+            self.forget(st, f)
+            self.add_path(st, dst, "f")
+            return f"mv {f} {dst}"
+        if c == 14:
+            d = self.pick(dirs) if dirs else "/opt"
+            dst = d.rstrip("/") + "-copy"
+            if dst in st.paths or d in ("/", "/tmp"):
+                return "true"
+            for p, k in list(st.paths.items()):
+                if p.startswith(d + "/"):
+                    st.paths[dst + p[len(d):]] = k
+            st.paths[dst] = "d"
+            return f"cp -a {d} {dst}"
+        f = self.pick(files)
+        return f"echo $(wc -c < {f}) > {f}.size" + self.track(st, f + ".size")
+
+    def track(self, st: Stage, path: str) -> str:
+        self.add_path(st, path, "f")
+        return ""
+
+    def user_cmd(self, st: Stage) -> str:
+        d = "/tmp/" + self.uniq("u")
+        return self.pick((f"mkdir -p {d} && id > {d}/id.txt", f"echo $HOME > {d}.home",
+                          f"touch {d}.t && stat -c '%u:%g %a' {d}.t > {d}.ls", "whoami > /tmp/who || true"))
+
+    def i_run(self, st: Stage) -> None:
+        cmds = [self.root_cmd(st) if st.user_root else self.user_cmd(st)
+                for _ in range(self.r.randint(1, 3))]
+        if st.user_root and self.chance(0.15):
+            cmds.append(f"echo rel > {self.uniq('rel')}.txt")
+        if self.chance(0.15) and st.user_root and len(cmds) == 1 and "&&" not in cmds[0] \
+                and "$" not in cmds[0] and "'" not in cmds[0] and ">" not in cmds[0]:
+            argv = cmds[0].split()
+            self.emit("RUN " + json.dumps(argv))
+            return
+        if self.chance(0.1):
+            self.emit('RUN ["/bin/sh", "-c", ' + json.dumps(" && ".join(cmds)) + "]")
+            return
+        ref = self.var_ref(st)
+        tail = f" && echo {ref} > /tmp/{self.uniq('v')}" if ref and self.chance(0.3) else ""
+        self.emit("RUN " + " && ".join(cmds) + tail)
+
+    def i_heredoc(self, st: Stage) -> None:
+        if self.chance(0.5) or not st.user_root:
+            cmds = [self.root_cmd(st) if st.user_root else self.user_cmd(st)
+                    for _ in range(self.r.randint(1, 3))]
+            self.emit("RUN <<EOF\nset -e\n" + "\n".join(cmds) + "\nEOF")
+            return
+        dest = self.pick(ROOTS) + "/" + self.uniq("h") + ".conf"
+        self.add_path(st, dest, "f")
+        ref = self.var_ref(st) or "x"
+        flag = f"--chown={self.pick(CHOWNS)} " if self.chance(0.3) else ""
+        quote = self.pick(("EOF", '"EOF"'))
+        self.emit(f"COPY {flag}<<{quote} {dest}\nkey={ref}\n$HOME\nEOF")
+
+    # -- COPY / ADD
+    def dest_for(self, st: Stage, kind: str) -> tuple[str, str]:
+        """A destination: (as written, absolute dir it lands in or '' when unknown)."""
+        r = self.r.random()
+        if r < 0.15:
+            return self.pick(("./", "rel/", ".")), ""
+        root = self.pick(ROOTS) + "/" + self.uniq("c")
+        if r < 0.3 and kind == "file":
+            return root + ".txt", ""
+        return root + "/", root
+
+    def existing_dir(self, st: Stage) -> str:
+        """A directory that exists already: BuildKit 0.13 gives the directories COPY --chmod
+        creates mode 0755, current BuildKit the --chmod mode; only existing ones compare."""
+        dirs = [p for p, k in st.paths.items() if k == "d" and p != "/tmp/t"]
+        if st.shell:
+            dirs += ["/opt", "/srv", "/home/app", "/"]
+        return (self.pick(dirs) if dirs else "/").rstrip("/") + "/"
+
+    def flags(self, st: Stage, chmod: bool = False) -> str:
+        out = ""
+        if self.chance(0.25):
+            # names need an /etc/passwd: BuildKit fails on a scratch stage without one
+            out += f"--chown={self.pick(CHOWNS if st.shell else ('1000', '1000:100', '0:0'))} "
+        if chmod:
+            out += f"--chmod={self.pick(CHMODS)} "
+        if self.chance(0.08):
+            out += "--link "
+        return out
+
+    def i_copy(self, st: Stage) -> None:
+        c = self.r.randint(0, 6)
+        if c <= 1:
+            srcs = self.r.sample(self.ctx_files, k=min(len(self.ctx_files), self.r.randint(1, 3)))
+            kind = "file" if len(srcs) == 1 else "many"
+        elif c == 2:
+            srcs, kind = [self.pick(self.ctx_dirs) + self.pick(("", "/"))], "dir"
+        elif c == 3:
+            srcs, kind = [self.pick(("*.txt", "f*", "d*/g*.txt", "d?", "[fd]0*"))], "many"
+        elif c == 4:
+            srcs, kind = [self.pick((".", "./d0"))], "dir"
+        elif c == 5 and "ln-top" in self.ctx:
+            srcs, kind = ["ln-top"], "file"
+        else:
+            srcs, kind = [self.pick(self.ctx_files)], "file"
+        chmod = self.chance(0.2)
+        dest, where = self.dest_for(st, kind)
+        if chmod:
+            dest = where = self.existing_dir(st)
+            where = where.rstrip("/") or "/"
+        if kind == "many" and not dest.endswith("/"):
+            dest += "/"
+        if c != 3:  # a glob may match nothing
+            self.land(st, where, srcs)
+        self.emit(f"COPY {self.flags(st, chmod)}{' '.join(srcs)} {dest}")
+
+    def land(self, st: Stage, where: str, srcs: list[str]) -> None:
+        if where and where != "/":
+            self.add_path(st, where, "d")
+            for s in srcs:
+                if s in self.ctx_files:
+                    self.add_path(st, where.rstrip("/") + "/" + s.rsplit("/", 1)[-1], "f")
+
+    def i_add(self, st: Stage) -> None:
+        arch = self.pick(self.archives)
+        dest, where = self.dest_for(st, "dir")
+        if not dest.endswith("/") and dest not in (".",):
+            dest += "/"
+        if where:
+            self.add_path(st, where, "d")
+        flag = f"--chmod={self.pick(CHMODS)} " if self.chance(0.1) else ""
+        self.emit(f"ADD {flag}{arch} {dest}")
+
+    def i_copyfrom(self, st: Stage) -> None:
+        sources = [s for s in self.stages if s.paths]
+        if not sources or self.chance(0.15):
+            src = self.pick(("/etc/passwd", "/etc/group", "/home/app", "/bin/busybox"))
+            self.emit(f"COPY {self.flags(st)}--from={self.pick(BASES)} {src} /from-img/")
+            self.add_path(st, "/from-img", "d")
+            return
+        other = self.pick(sources)
+        paths = [p for p, k in other.paths.items() if k in "fd" and p not in ("/tmp",)]
+        if not paths:
+            return
+        srcs = self.r.sample(sorted(paths), k=min(len(paths), self.r.randint(1, 2)))
+        ref = other.name if self.chance(0.8) else str(other.index)
+        chmod = self.chance(0.2)
+        dest, where = self.dest_for(st, "many" if len(srcs) > 1 else "file")
+        if chmod:
+            dest = self.existing_dir(st)
+            where = dest.rstrip("/")
+        if len(srcs) > 1 and not dest.endswith("/"):
+            dest += "/"
+        if where:
+            if where != "/":
+                self.add_path(st, where, "d")
+            for s in srcs:
+                if other.paths[s] == "d":  # a directory's contents are copied, not itself
+                    for p, k in other.paths.items():
+                        if p.startswith(s + "/"):
+                            self.add_path(st, where.rstrip("/") + p[len(s):], k)
+                else:
+                    self.add_path(st, where.rstrip("/") + "/" + s.rsplit("/", 1)[-1], "f")
+        self.emit(f"COPY {self.flags(st, chmod)}--from={ref} {' '.join(srcs)} {dest}")
+
+    # -- version 2: constructs aimed at the snapshot/diff and ownership code
+    def i_special(self, st: Stage) -> None:
+        c = self.r.randint(0, 11)
+        files, dirs = self.known(st, "f"), self.known(st, "d")
+        if not st.user_root:
+            self.emit("USER root")
+            st.user_root = True
+        if c == 0:  # COPY through a symlinked directory
+            real, link = f"/opt/{self.uniq('real')}", f"/opt/{self.uniq('lnk')}"
+            self.emit(f"RUN mkdir -p {real} && ln -s {self.pick((real, real[5:]))} {link}")
+            self.add_path(st, real, "d")
+            src = self.pick(self.ctx_files)
+            self.emit(f"COPY {self.flags(st)}{src} {link}/")
+            self.add_path(st, real + "/" + src.rsplit("/", 1)[-1], "f")
+        elif c == 1:  # a user added by RUN, then named by --chown and USER
+            name, uid = self.uniq("svc"), self.r.randint(1100, 1900)
+            self.emit(f"RUN echo '{name}:x:{uid}:{uid}::/home/{name}:/bin/sh' >> /etc/passwd"
+                      f" && echo '{name}:x:{uid}:' >> /etc/group")
+            d = self.pick(ROOTS) + "/" + self.uniq("o")
+            self.emit(f"COPY --chown={name}:{name} {self.pick(self.ctx_files)} {d}/")
+            self.add_path(st, d, "d")
+            if self.chance(0.5):
+                self.emit(f"USER {name}")
+                self.emit(f"RUN id > /tmp/{self.uniq('id')} && echo $HOME > /tmp/{self.uniq('h')}")
+                self.emit("USER root")
+        elif c == 2 and files:  # a file of a lower layer becomes a dir, or a symlink
+            f = self.pick(files)
+            self.forget(st, f)
+            if self.chance(0.5):
+                self.emit(f"RUN rm -f {f} && mkdir -p {f} && echo in > {f}/in.txt")
+                self.add_path(st, f + "/in.txt", "f")
+            else:
+                self.emit(f"RUN rm -f {f} && ln -s /etc/hostname {f}")
+                st.paths[f] = "l"
+        elif c == 3 and dirs:  # a dir of a lower layer becomes a file
+            d = self.pick([x for x in dirs if x.count("/") >= 2] or ["/srv/b"])
+            self.forget(st, d)
+            self.emit(f"RUN rm -rf {d} && echo now-a-file > {d}")
+            self.add_path(st, d, "f")
+        elif c == 4 and files:  # a hard link across layers, then the first name removed
+            f = self.pick(files)
+            link = f + "-hl" + str(self.counter)
+            self.counter += 1
+            self.emit(f"RUN ln {f} {link}")
+            self.emit(f"RUN rm -f {f} && echo changed >> {link}")
+            self.forget(st, f)
+            self.add_path(st, link, "f")
+        elif c == 5:  # a VOLUME, then writes under it
+            v = f"/vol{self.counter}"
+            self.counter += 1
+            self.emit(f"RUN mkdir -p {v} && chmod 1777 {v} && echo before > {v}/b.txt")
+            self.emit(f"VOLUME {v}")
+            self.emit(f"RUN echo after > {v}/a.txt")
+            self.emit(f"COPY {self.pick(self.ctx_files)} {v}/")
+        elif c == 6:  # a base directory's mode changed, then copied into
+            d = self.pick(("/srv", "/opt", "/home/app", "/mnt", "/var"))
+            self.emit(f"RUN chmod {self.pick(('700', '2775', '1777', '711'))} {d}")
+            self.emit(f"COPY {self.flags(st)}{self.pick(self.ctx_files)} {d}/")
+        elif c == 7:  # ARG defaults and ENV from each other
+            e, a = self.uniq("E"), self.uniq("A")
+            self.emit(f"ENV {e}=env-val")
+            self.emit(f"ARG {a}=${{{e}}}-arg")
+            self.emit(f"ENV {self.uniq('E')}=${a} PATH=/opt/{e}/bin:$PATH")
+            st.env.append(e)
+            st.args.append(a)
+        elif c == 8:  # a whole base directory removed and made again
+            d = self.pick(("/home", "/var", "/root", "/srv"))
+            self.emit(f"RUN rm -rf {d} && mkdir -p {d}/new && echo x > {d}/new/x")
+            self.forget(st, d)
+            self.add_path(st, f"{d}/new/x", "f")
+        elif c == 9 and (files or dirs):  # COPY onto something of a lower layer
+            target = self.pick(files + dirs)
+            src = self.pick(self.ctx_files)
+            dest = target + ("/" if target in dirs else "")
+            self.emit(f"COPY {self.flags(st)}{src} {dest}")
+        elif c == 10:  # WORKDIR made by a user, then used by it
+            user = self.pick(("app", "1000:1000", "4242"))
+            w = f"/work{self.counter}/{self.pick(('a', 'b/c'))}"
+            self.counter += 1
+            self.emit(f"USER {user}")
+            self.emit(f"WORKDIR {w}")
+            self.emit(f"COPY {self.pick(self.ctx_files)} .")
+            self.emit("RUN touch mine 2>/dev/null || echo denied > /tmp/denied")
+            self.emit("USER root")
+        else:  # a deep tree removed in one RUN, partly recreated in the next
+            d = f"/tree{self.counter}"
+            self.counter += 1
+            self.emit(f"RUN mkdir -p {d}/a/b/c {d}/x && echo 1 > {d}/a/b/c/f && echo 2 > {d}/x/g"
+                      f" && ln -s a/b {d}/ab && chmod 750 {d}/a")
+            self.emit(f"RUN rm -rf {d}/a && mkdir -p {d}/a/b && echo 3 > {d}/a/b/h")
+            self.add_path(st, f"{d}/x/g", "f")
+            self.add_path(st, f"{d}/a/b/h", "f")
+
+    def i_mount(self, st: Stage) -> None:
+        dst = f"/tmp/m{self.counter}"
+        self.counter += 1
+        c = self.r.randint(0, 2)
+        src = self.pick(self.ctx_files)
+        if c == 0:
+            self.emit(f"RUN --mount=type=bind,source={src},target=/mnt/in cat /mnt/in > {dst}")
+        elif c == 1:
+            self.emit(f"RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && ls /scratch > {dst}")
+        else:
+            others = [x for x in self.stages if x.paths]
+            if not others:
+                return
+            other = self.pick(others)
+            path = self.pick(sorted(p for p, k in other.paths.items() if k in "fd"))
+            self.emit(f"RUN --mount=type=bind,from={other.name},source={path},target=/mnt/s"
+                      f" cp -a /mnt/s {dst}")
+        if not st.user_root:
+            return
+        self.add_path(st, dst, "f")
+
+    def i_more(self, st: Stage) -> None:
+        """Version 4: heredoc forms, globs across stages, platform ARGs, exec-form words."""
+        c = self.r.randint(0, 11)
+        shell_root = st.shell and st.user_root
+        if c == 0 and shell_root:
+            d = f"/hd{self.counter}"
+            self.counter += 1
+            self.emit(f"RUN mkdir -p {d} && cat <<A > {d}/a <<B > {d}/b\nfirst $HOME\nA\nsecond\nB")
+            self.add_path(st, d + "/a", "f")
+        elif c == 1 and shell_root:
+            self.emit("RUN <<-EOT\n\tmkdir -p /tabbed\n\techo \"tab $HOME\" > /tabbed/t\n\tEOT")
+            self.add_path(st, "/tabbed/t", "f")
+        elif c == 2:
+            d = f"/multi{self.counter}/"
+            self.counter += 1
+            self.emit(f"COPY {self.flags(st)}<<one <<\"two\" {d}\n1 $HOME\none\n2 $HOME\ntwo")
+            self.add_path(st, d + "one", "f")
+        elif c == 3:
+            others = [x for x in self.stages if any(k == "f" for k in x.paths.values())]
+            if not others:
+                return
+            other = self.pick(others)
+            f = self.pick(sorted(p for p, k in other.paths.items() if k == "f"))
+            head, _, name = f.rpartition("/")
+            pattern = (head or "") + "/" + self.pick((name[:2] + "*", "*", name[:-1] + "?"))
+            self.emit(f"COPY --from={other.name} {pattern} /glob{self.counter}/")
+            self.counter += 1
+        elif c == 4:
+            self.emit("ARG TARGETARCH")
+            self.emit("ARG TARGETOS")
+            self.emit("ENV PLAT=${TARGETOS}-${TARGETARCH}")
+            st.env.append("PLAT")
+            if shell_root:
+                self.emit(f"RUN echo $TARGETARCH $PLAT > /tmp/plat{self.counter}")
+                self.counter += 1
+        elif c == 5 and shell_root:
+            self.emit(f'RUN ["sh", "-c", "echo $0 $1 > /tmp/x{self.counter}", "zero", "$HOME"]')
+            self.counter += 1
+        elif c == 6:
+            self.emit(f"ENV PATH=/opt/tools{self.counter}:$PATH")
+            self.counter += 1
+            if st.shell:
+                self.emit(self.pick(('CMD ["env"]', "ENTRYPOINT env")))
+        elif c == 7 and shell_root:
+            g = self.r.randint(3000, 3999)
+            self.emit(f"USER 1000:{g}")
+            self.emit(f"RUN id > /tmp/gid{g}")
+            self.emit("USER root")
+        elif c == 8:
+            self.emit(f"COPY {self.flags(st)}{self.pick(self.ctx_dirs)}/. /dots{self.counter}/")
+            self.counter += 1
+        elif c == 9 and shell_root:
+            d = f"/own{self.counter}"
+            self.counter += 1
+            self.emit(f"RUN mkdir -p {d}/keep && chown 1000:1000 {d} {d}/keep && chmod 2770 {d}")
+            self.emit(f"COPY --chown=app:users {self.pick(self.ctx_files)} {d}/keep/")
+            self.emit(f"COPY {self.pick(self.ctx_dirs)} {d}/")
+        elif c == 10 and shell_root:
+            self.emit(f"RUN <<EOF sh -x\nmkdir -p /shx{self.counter}\ntouch /shx{self.counter}/a\nEOF")
+            self.counter += 1
+        else:
+            self.emit(f"LABEL multi{self.counter}=a \\\n    multi{self.counter}b=\"c d\"")
+            self.counter += 1
+
+    def i_onbuild(self, st: Stage) -> None:
+        st.onbuild = True
+        self.emit(self.pick((f"ONBUILD RUN mkdir -p /onb && echo {self.uniq('t')} > /onb/t",
+                             f"ONBUILD COPY {self.pick(self.ctx_files)} /onb/",
+                             "ONBUILD ENV ONB=1", "ONBUILD LABEL onb=yes",
+                             "ONBUILD WORKDIR /onbwd")))
+
+    def generate(self) -> Generated:
+        self.make_context()
+        if self.chance(0.5):
+            self.global_args.append("BASE")
+            self.emit(f"ARG BASE={self.pick(BASES)}")
+            if self.chance(0.3):
+                self.build_args["BASE"] = self.pick(BASES).replace("localhost:5000", "localhost:5000")
+        if self.chance(0.3):
+            self.global_args.append("G1")
+            self.emit("ARG G1=global-default")
+        count = self.r.randint(1, 4)
+        for idx in range(count):
+            st = self.gen_from(idx)
+            if self.v >= 5 and st.shell and self.chance(0.6):
+                self.prelude(st)
+            # a stage FROM an ONBUILD stage: its triggers may RUN, needing a shell: all bases
+            # that carry triggers have one (scratch stages get no RUN triggers).
+            self.gen_stage(st, final=idx == count - 1)
+            self.stages.append(st)
+            self.emit("")
+        args: dict[str, Any] = {}
+        if self.build_args:
+            args["build_args"] = dict(self.build_args)
+        if count > 1 and self.chance(0.15):
+            args["target"] = self.pick(self.stages[:-1]).name
+        lines = [self.mangle(x) for x in self.lines] if self.v >= 3 else self.lines
+        return Generated("\n".join(lines).rstrip() + "\n", self.ctx, args, self.stage_bases)
+
+    def prelude(self, st: Stage) -> None:
+        """Version 5: directories with setgid, sticky or odd modes and groups that the rest of
+        the stage then creates things under (WORKDIR, COPY, ADD, RUN)."""
+        roots = self.r.sample(ROOTS, k=self.r.randint(1, 3))
+        cmds = []
+        for root in roots:
+            mode = self.pick(("2775", "2770", "3777", "1777", "2755", "0711"))
+            cmds.append(f"mkdir -p {root} && chown {self.pick(('0:50', '1000:100', '0:0'))}"
+                        f" {root} && chmod {mode} {root}")
+            self.add_path(st, root, "d")
+        umask = "umask 0027 && " if self.chance(0.3) else ""
+        self.emit("RUN " + umask + " && ".join(cmds))
+        if self.chance(0.5):
+            root = self.pick(roots)
+            self.emit(f"WORKDIR {root}/{self.uniq('w')}/{self.pick(('x', 'y/z'))}")
+
+    def mangle(self, item: str) -> str:
+        """Version 3: the same instruction written differently (case, blanks, continuations
+        with comments between them); heredoc bodies are left alone."""
+        first, nl, rest = item.partition("\n")
+        if not first or "<<" in first or first.startswith("#"):
+            return item
+        if self.chance(0.15):
+            word, sp, tail = first.partition(" ")
+            first = self.pick((word.lower(), word.capitalize())) + sp + tail
+        if self.chance(0.1):
+            first = self.pick(("  ", "\t", " ")) + first
+        if self.chance(0.15) and first.count(" ") >= 2 and not first.lstrip().upper().startswith(
+                ("ENV", "LABEL", "ARG")):
+            spaces = [i for i, ch in enumerate(first) if ch == " "][1:]
+            cut = self.pick(spaces)
+            middle = self.pick((" \\\n", " \\\n    ", "\\\n# a comment\n   ", " \\\n\n  "))
+            if "'" in first[:cut] or '"' in first[:cut]:
+                middle = " \\\n"
+            first = first[:cut] + middle + first[cut + 1:]
+        if self.chance(0.1):
+            first += self.pick(("  ", "\t"))
+        return first + nl + rest
+
+    def i_edge(self, st: Stage) -> None:
+        """Version 3: expansion, quoting, path and config-field corners."""
+        e = self.pick(st.env) if st.env else None
+        c = self.r.randint(0, 15)
+        if c == 0:
+            k = self.uniq("E")
+            inner = f"${{{e}:-in}}" if e else "in"
+            self.emit(f"ENV {k}=${{UNSET_X:-{inner}}}")
+            st.env.append(k)
+        elif c == 1:
+            k1, k2, k3 = self.uniq("E"), self.uniq("E"), self.uniq("E")
+            ref = f"${e}" if e else "$HOME"
+            self.emit(f"ENV {k1}='single {ref}' {k2}=\"double {ref}\" {k3}=\\$escaped")
+            st.env += [k1, k2, k3]
+        elif c == 2:
+            ref = f"${e}" if e else "none"
+            self.emit(f"LABEL \"q{self.counter}\"='b {ref}' d{self.counter}=\"e\\\"f {ref}\"")
+            self.counter += 1
+        elif c == 3:
+            ref = f"${{{e}:+/set}}" if e else "${UNSET:+/never}"
+            self.emit(f"WORKDIR {ref}/wd{self.counter}")
+            self.counter += 1
+        elif c == 4 and st.shell and st.user_root:
+            ref = f"${e}" if e else "$HOME"
+            self.emit(f"RUN echo \"{ref}\" '{ref}' \\{ref} > /tmp/q{self.counter}")
+            self.counter += 1
+        elif c == 5:
+            self.emit(f'COPY ["{self.pick(self.ctx_files)}", "/json dest{self.counter}/"]')
+            self.counter += 1
+        elif c == 6:
+            self.emit(f"COPY {self.pick(self.ctx_files)} /dd{self.counter}/./x/../y/")
+            self.counter += 1
+        elif c == 7:
+            self.emit(f"COPY ./{self.pick(self.ctx_dirs)}/../{self.pick(self.ctx_files)} /up{self.counter}/")
+            self.counter += 1
+        elif c == 8:
+            self.emit(f"ADD --chmod={self.pick(CHMODS)} {self.pick(self.ctx_files)} /")
+        elif c == 9:
+            self.emit(f"EXPOSE ${{PORT:-8080}}/tcp {self.pick(('53/udp', '1-3', '9999'))}")
+        elif c == 10:
+            self.emit(self.pick(("STOPSIGNAL ${SIG:-SIGINT}", "STOPSIGNAL SIGRTMIN+3")))
+        elif c == 11:
+            u = self.pick(("${U:-app}", "${U:-1000}:${G:-100}"))
+            self.emit(f"USER {u}")
+            st.user_root = False
+        elif c == 12 and st.shell:
+            self.emit('SHELL ["/bin/sh", "-ec"]')
+            self.emit(self.pick(("ENTRYPOINT echo start", "CMD echo $HOME", "HEALTHCHECK CMD true")))
+        elif c == 13:
+            self.emit(self.pick(("HEALTHCHECK --timeout=3s --start-period=5s CMD wget x || exit 1",
+                                 "HEALTHCHECK --interval=1m30s CMD [\"/bin/check\", \"-q\"]")))
+        elif c == 14:
+            a = self.uniq("A")
+            self.emit(f"ARG {a}")
+            self.emit(f"ENV {self.uniq('E')}=${{{a}:-unset}}${{{a}:+set}}")
+            st.args.append(a)
+        elif st.shell and st.user_root:
+            self.emit(f"RUN set -- a b; echo \"$# $1 ${{2}}\" $$ > /dev/null; echo ok > /tmp/s{self.counter}")
+            self.counter += 1
+
+
+def generate(seed: int, version: int = 6) -> Generated:
+    """The Dockerfile, context and args of ``seed`` (deterministic for a ``version``)."""
+    for attempt in range(20):
+        gen = Gen(random.Random(seed * 1000 + attempt), version)
+        out = gen.generate()
+        if _plausible(out):
+            return out
+    return out
+
+
+def _plausible(g: Generated) -> bool:
+    # ONBUILD RUN triggers need a shell in the child: refuse scratch-based children of a
+    # stage with triggers (cheaper than tracking it while generating).
+    return "ONBUILD RUN" not in g.dockerfile or "scratch" not in g.dockerfile
+
+
+def write_case(g: Generated, case_dir: Path) -> None:
+    if case_dir.exists():
+        shutil.rmtree(case_dir)
+    ctx = case_dir / "ctx"
+    ctx.mkdir(parents=True)
+    (case_dir / "Dockerfile").write_text(g.dockerfile)
+    if g.args:
+        (case_dir / "args.json").write_text(json.dumps(g.args, indent=2) + "\n")
+    for rel, value in sorted(g.ctx.items()):
+        path = ctx / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(value, bytes):
+            path.write_bytes(value)
+            if rel.endswith(".sh"):
+                path.chmod(0o755)
+        elif value[0] == "dir":
+            path.mkdir(exist_ok=True)
+        else:
+            path.symlink_to(value[1])
+
+
+def _dedupe_args(match: re.Match[str]) -> str:
+    """RUN's ``|N k=v`` list as current BuildKit writes it: a re-declared ARG once, at its
+    first position, with its last value (dockerfile 1.12, e2be8f7; 0.13 repeated it)."""
+    pairs: dict[str, str] = {}
+    for word in match.group(1).split():
+        key, _, value = word.partition("=")
+        pairs[key] = value
+    return f"RUN |{len(pairs)} " + "".join(f"{k}={v} " for k, v in pairs.items())
+
+
+def masked(text: str, stage_bases: bool) -> str:
+    """``text`` with the history lines 0.13 writes differently from current BuildKit masked.
+    With ``stage_bases`` (a FROM names a stage) RUN's ``|N k=v`` prefix goes too: since
+    dockerfile 1.10 (c7c2f0e97) a stage inherits its base stage's ARGs, 0.13 did not."""
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"RUN \|\d+((?: [A-Za-z_][A-Za-z0-9_]*=\S*)+) ", _dedupe_args, line)
+        if stage_bases:
+            line = re.sub(r"RUN \|\d+(?: [A-Za-z_][A-Za-z0-9_]*=\S*)+ ", "RUN ", line)
+        body = line.strip()
+        for tag in ("[empty] ", "[layer] "):
+            if body.startswith(tag) and body[len(tag):].startswith(MASKED):
+                line = "  " + tag + body[len(tag):].split(" ", 1)[0] + " <masked>"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--count", type=int, default=10)
+    parser.add_argument("--out", default="/tmp/fuzz-out")
+    parser.add_argument("--print", action="store_true", dest="print_only")
+    parser.add_argument("--gen", type=int, default=6, help="generator version (1 to 6)")
+    opts = parser.parse_args(argv)
+    if opts.print_only:
+        for seed in range(opts.seed, opts.seed + opts.count):
+            g = generate(seed, opts.gen)
+            print(f"### seed {seed} {json.dumps(g.args)}\n{g.dockerfile}")
+        return 0
+
+    import os
+
+    import conformance
+    import record
+
+    from ocibuild.testing.registry import start_registry
+
+    docker = os.environ.get("ORACLE_DOCKER")
+    if not docker:
+        print("run: eval \"$(../shared/tools/buildkit-oracle.sh)\" first", file=sys.stderr)
+        return 2
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bad = 0
+    server = start_registry()
+    try:
+        with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
+            cases = Path(tmp) / "cases"
+            cases.mkdir()
+            conformance.CASES = record.CASES = cases  # the helpers read cases from here
+            store = Path(tmp) / "store"
+            conformance.seed(server.host, store)
+            base = conformance.base_tree(Path(tmp))
+            for seed in range(opts.seed, opts.seed + opts.count):
+                started = time.monotonic()
+                case = f"seed-{seed}"
+                g = generate(seed, opts.gen)
+                write_case(g, cases / case)
+                work = Path(tmp) / "work" / case
+                (work / "bk").mkdir(parents=True)
+                (work / "oci").mkdir()
+                theirs = ours = ""
+                for _attempt in range(3):  # another user of the oracle may be copying buildx
+                    try:
+                        bk = record.build_buildkit(docker, case, server.host, work / "bk")
+                        theirs = conformance.render(bk, base).replace(server.host,
+                                                                      "localhost:5000")
+                    except RuntimeError as exc:
+                        theirs = "BUILDKIT FAILED\n" + str(exc)[-1500:]
+                    except subprocess.CalledProcessError as exc:  # docker save: no layers
+                        theirs = "BUILDKIT FAILED\nexport: " + str(exc)
+                    if "text file busy" not in theirs:
+                        break
+                    time.sleep(2)
+                try:
+                    mine, _ = conformance.build_ocibuild(case, server.host, store, work / "oci")
+                    ours = conformance.render(mine, base).replace(server.host, "localhost:5000")
+                except Exception as exc:  # noqa: BLE001 -- any failure is a finding
+                    ours = "OCIBUILD FAILED\n" + "".join(
+                        traceback.format_exception_only(exc))[-1500:]
+                shutil.rmtree(work, ignore_errors=True)
+                both_failed = theirs.startswith("BUILDKIT FAILED") and ours.startswith("OCIBUILD")
+                same = masked(theirs, g.stage_bases) == masked(ours, g.stage_bases)
+                same = same or both_failed
+                status = "same" if same else "DIFF"
+                if theirs.startswith("BUILDKIT FAILED"):
+                    status = "bkfail" if both_failed else "BKFAIL-ONLY"
+                if theirs.startswith("BUILDKIT FAILED\nexport:"):
+                    status, same = "skip", True  # docker save cannot export a layerless image
+                print(f"{status:11} seed {seed} ({time.monotonic() - started:.1f}s)", flush=True)
+                if not same or theirs.startswith("BUILDKIT FAILED"):
+                    bad += not same
+                    dest = out / case
+                    if dest.exists():
+                        shutil.rmtree(dest)
+                    shutil.copytree(cases / case, dest, symlinks=True)
+                    (dest / "buildkit.txt").write_text(theirs)
+                    (dest / "ocibuild.txt").write_text(ours)
+                shutil.rmtree(cases / case)
+    finally:
+        server.stop()
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
