@@ -212,13 +212,13 @@ def _build_one(options: BuildOptions) -> BuildResult:
     """The build of one platform (or of the default one)."""
     from ocibuild.dockerfile.parser import parse
     from ocibuild.executor.context import load_dockerfile, open_context
-    from ocibuild.output.export import plan_outputs, write_outputs
+    from ocibuild.output.export import plan_outputs, source_date_epoch, write_outputs
     from ocibuild.plan.planner import base_images, make_plan
     from ocibuild.store.blobs import BlobStore
 
     outputs = plan_outputs(options)  # validate every flag before any work
     secrets, ssh = _secrets(options.secrets), _ssh(options.ssh)
-    epoch = _epoch(options.build_args)
+    epoch = source_date_epoch(options)
     progress = make_progress(options.progress, options.progress_stream)
     warnings: list[str] = []
 
@@ -354,16 +354,6 @@ def _finish(image: Image, labels: Mapping[str, str]) -> Image:
     merged.update(labels)
     inner["Labels"] = merged
     return image.with_config(ImageConfig(data))
-
-
-def _epoch(build_args: Mapping[str, str]) -> int | None:
-    value = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise UsageError(f"invalid SOURCE_DATE_EPOCH {value!r}: want seconds") from exc
 
 
 def _layer_compression(name: str) -> str:

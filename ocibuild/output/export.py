@@ -63,10 +63,12 @@ def source_date_epoch(options: Any) -> int | None:
     """``SOURCE_DATE_EPOCH`` as buildx passes it: the build arg, else the environment."""
     value = (dict(getattr(options, "build_args", None) or {}).get("SOURCE_DATE_EPOCH")
              or os.environ.get("SOURCE_DATE_EPOCH"))
+    if not value:
+        return None
     try:
-        return int(value) if value else None
-    except ValueError:
-        return None  # the build itself reports a malformed value
+        return int(value)
+    except ValueError as exc:
+        raise UsageError(f"invalid SOURCE_DATE_EPOCH {value!r}: want seconds") from exc
 
 
 def created_annotation(epoch: int | None) -> dict[str, str]:

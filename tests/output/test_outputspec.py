@@ -43,3 +43,17 @@ def test_push_flag_adds_a_registry_output_for_tags() -> None:
     assert outs[-1] == OutputSpec("registry", names=("r/a:1", "r/a:2"), push=True)
     with pytest.raises(UsageError):
         parse_outputs((), (), True)
+
+
+def test_source_date_epoch_from_build_arg_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from ocibuild.output.export import source_date_epoch
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert source_date_epoch(SimpleNamespace(build_args={})) == 1700000000
+    assert source_date_epoch(SimpleNamespace(build_args={"SOURCE_DATE_EPOCH": "5"})) == 5
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert source_date_epoch(SimpleNamespace(build_args={})) is None
+    with pytest.raises(UsageError, match="invalid SOURCE_DATE_EPOCH 'soon'"):
+        source_date_epoch(SimpleNamespace(build_args={"SOURCE_DATE_EPOCH": "soon"}))
