@@ -42,6 +42,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-from", action="append", default=[])
     p.add_argument("--cache-to", action="append", default=[])
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH|env=VAR")
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                   help="security.insecure: RUN --security=insecure keeps every capability "
+                        "(network.host: accepted, RUN shares the host's network anyway)")
     p.add_argument("--build-context", action="append", default=[],
                    metavar="NAME=oci-layout://PATH[:TAG|@DIGEST]|docker-image://REF|DIR",
                    help="named context: FROM NAME / COPY --from=NAME use it instead of a registry")

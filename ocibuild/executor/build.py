@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ocibuild.digest import Digest
-from ocibuild.errors import UsageError
+from ocibuild.errors import PlanError, UsageError
 from ocibuild.executor.progress import make_progress
 from ocibuild.executor.pull import ImageSource, NamedContext
 from ocibuild.executor.stage import BuildServices, StageRunner, now_rfc3339
@@ -60,6 +60,7 @@ class BuildOptions:
     metadata_file: str | None = None
     iidfile: str | None = None
     no_cache: bool = False
+    allow: tuple[str, ...] = ()  # entitlements (``--allow``): security.insecure, network.host
     store_root: Path | None = None
     progress_stream: Any = None  # a text stream; stderr by default
 
@@ -118,7 +119,35 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         metadata_file=args.metadata_file,
         iidfile=args.iidfile,
         no_cache=args.no_cache,
+        allow=_entitlements(getattr(args, "allow", None) or []),
     )
+
+
+ENTITLEMENTS = ("security.insecure", "network.host")
+
+
+def _entitlements(values: list[str]) -> tuple[str, ...]:
+    """``--allow`` values (comma-separated too), checked against buildx's names."""
+    names = tuple(dict.fromkeys(v.strip() for value in values for v in value.split(",")
+                                if v.strip()))
+    for name in names:
+        if name not in ENTITLEMENTS:
+            raise UsageError(f"--allow {name}: unknown entitlement (one of: "
+                             f"{', '.join(ENTITLEMENTS)})")
+    return names
+
+
+def _check_entitlements(plan: Any, allow: tuple[str, ...]) -> None:
+    """A RUN --security=insecure needs ``--allow security.insecure``, as BuildKit refuses
+    the entitlement unless the build is given it."""
+    if "security.insecure" in allow:
+        return
+    for stage in plan.stages:
+        for step in stage.steps:
+            if isinstance(step, RunStep) and step.security == "insecure":
+                raise PlanError("granting entitlement security.insecure is not allowed: "
+                                "pass --allow security.insecure",
+                                location=step.instruction.location)
 
 
 def run_build_cli(args: argparse.Namespace) -> int:
@@ -256,6 +285,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
             with progress.step(f"[internal] load metadata for {ref.ref}"):
                 bases[ref.ref] = images.base_config(ref)
         plan = make_plan(dockerfile, bases, options.target, options.build_args, options.platform)
+        _check_entitlements(plan, options.allow)
         for message in plan.warnings:
             warn(message)
         from ocibuild.executor.mounts import RunMounts

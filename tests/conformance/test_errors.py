@@ -57,6 +57,10 @@ REFUSED: dict[str, tuple[str, type[OcibuildError], str]] = {
     "chmod-not-octal": ("FROM scratch\nCOPY --chmod=888 a.txt /x\n", OcibuildError,
                         "invalid chmod parameter: '888'. it should be octal string and between "
                         "0 and 07777"),
+    # RUN --security=insecure without the entitlement (buildx: "granting entitlement
+    # security.insecure is not allowed by build daemon configuration").
+    "run-insecure-not-allowed": ("FROM scratch\nRUN --security=insecure true\n", PlanError,
+                                 "granting entitlement security.insecure is not allowed"),
     # ADD of an archive onto an existing file (BuildKit: "mkdir .../a.txt: not a directory").
     "add-archive-onto-file": ("FROM scratch\nCOPY a.txt /a.txt\nADD t.tar /a.txt\n",
                               OcibuildError, "not a directory"),
@@ -131,3 +135,21 @@ def test_add_through_absolute_symlink_refused(tmp_path: Path) -> None:
         assert "no such file or directory" in str(exc).lower()
         return
     raise AssertionError("built; BuildKit refuses")
+
+
+def test_insecure_run_passes_with_the_entitlement(tmp_path: Path) -> None:
+    """With ``--allow security.insecure`` the RUN gets past planning and runs (and fails
+    here only because scratch has no command to run); unknown entitlements are refused."""
+    from ocibuild.errors import ExecutionError, UsageError
+
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "Dockerfile").write_text('FROM scratch\nRUN --security=insecure ["/none"]\n')
+    argv = ["-f", str(tmp_path / "Dockerfile"), "--progress", "quiet", "--allow",
+            "security.insecure", "--output", f"type=oci,dest={tmp_path / 'l'},tar=false",
+            str(tmp_path / "ctx")]
+    options = options_from_args(cli._build_parser().parse_args(argv))
+    assert options.allow == ("security.insecure",)
+    with pytest.raises(ExecutionError, match="/none"):
+        build(BuildOptions(**{**options.__dict__, "store_root": tmp_path / "store"}))
+    with pytest.raises(UsageError, match="unknown entitlement"):
+        options_from_args(cli._build_parser().parse_args([*argv[:4], "--allow", "root", argv[-1]]))
