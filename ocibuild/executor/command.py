@@ -282,6 +282,9 @@ def _make_cwd(root: Path, cwd: str, uid: int, gid: int) -> tuple[str, ...]:
     for i in range(1, len(parts) + 1):
         path = safe_join(root, "/".join(parts[:i]))
         if os.path.lexists(path):
+            if not os.path.isdir(path):  # BuildKit: "working dir points to invalid target"
+                raise ExecutionError(f"working dir {cwd} points to invalid target: "
+                                     f"/{'/'.join(parts[:i])} is not a directory")
             continue
         os.mkdir(path, 0o755)
         with contextlib.suppress(OSError):

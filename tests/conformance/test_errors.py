@@ -153,3 +153,23 @@ def test_insecure_run_passes_with_the_entitlement(tmp_path: Path) -> None:
         build(BuildOptions(**{**options.__dict__, "store_root": tmp_path / "store"}))
     with pytest.raises(UsageError, match="unknown entitlement"):
         options_from_args(cli._build_parser().parse_args([*argv[:4], "--allow", "root", argv[-1]]))
+
+
+def test_workdir_through_a_file_names_the_path_in_the_image(tmp_path: Path) -> None:
+    """A RUN's working directory that now goes through a file: refused by both builders; ours
+    names the path in the image (never the snapshot's host path), like BuildKit's "working dir
+    points to invalid target"."""
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "busybox").write_bytes(Path("/usr/bin/busybox").read_bytes())
+    (tmp_path / "Dockerfile").write_text(
+        "FROM scratch\nCOPY --chmod=755 busybox /bin/sh\nCOPY --chmod=755 busybox /bin/rm\n"
+        "WORKDIR /opt/a/w7\nRUN cd / && rm -rf /opt/a && echo x > /opt/a\nRUN true\n")
+    argv = ["-f", str(tmp_path / "Dockerfile"), "--progress", "quiet",
+            "--output", f"type=oci,dest={tmp_path / 'l'},tar=false", str(tmp_path / "ctx")]
+    options = options_from_args(cli._build_parser().parse_args(argv))
+    with pytest.raises(OcibuildError) as info:
+        build(BuildOptions(**{**options.__dict__, "store_root": tmp_path / "store"}))
+    message = str(info.value)
+    assert message.startswith("Dockerfile:6: "), message
+    assert "working dir /opt/a/w7 points to invalid target: /opt/a is not a directory" in message
+    assert str(tmp_path) not in message and "\n" not in message.strip()
