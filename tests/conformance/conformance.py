@@ -49,7 +49,9 @@ class Built:
 
 
 def case_names() -> list[str]:
-    return sorted(p.name for p in CASES.iterdir() if (p / "Dockerfile").is_file())
+    return sorted(p.name for p in CASES.iterdir()
+                  if (p / "Dockerfile").is_file() or (p / "args.json").is_file()
+                  and "same_as" in json.loads((p / "args.json").read_text()))
 
 
 def case_args(case: str, host: str = PLACEHOLDER) -> dict[str, Any]:
@@ -59,14 +61,22 @@ def case_args(case: str, host: str = PLACEHOLDER) -> dict[str, Any]:
     return json.loads(path.read_text().replace(PLACEHOLDER, host))
 
 
+def source_dir(case: str) -> Path:
+    """Where the case's Dockerfile, ``ctx/`` and other inputs live: its own directory, or that
+    of the case its ``args.json`` names as ``same_as`` (one Dockerfile built with other flags,
+    e.g. another ``--target``); ``args.json`` and ``buildkit.txt`` are always the case's own."""
+    return CASES / (case_args(case).get("same_as") or case)
+
+
 def make_context_dirs(case: str) -> None:
     """Git keeps no empty directories: the context dir itself, and those a case lists under
     ``empty_dirs`` in ``args.json``, are made before a build; so are its ``specials``."""
-    (CASES / case / "ctx").mkdir(exist_ok=True)
+    ctx = source_dir(case) / "ctx"
+    ctx.mkdir(exist_ok=True)
     for rel in case_args(case).get("empty_dirs") or ():
-        (CASES / case / "ctx" / rel).mkdir(parents=True, exist_ok=True)
+        (ctx / rel).mkdir(parents=True, exist_ok=True)
     for special in case_args(case).get("specials") or ():
-        make_special(CASES / case / "ctx", *special)
+        make_special(ctx, *special)
 
 
 def make_special(ctx: Path, kind: str, rel: str, *args: Any) -> None:
@@ -107,12 +117,12 @@ def build_flags(case: str, host: str) -> list[str]:
     if args.get("target"):
         flags += ["--target", args["target"]]
     for sid, src in (args.get("secrets") or {}).items():
-        flags += ["--secret", f"id={sid},src={CASES / case / src}"]
+        flags += ["--secret", f"id={sid},src={source_dir(case) / src}"]
     return flags
 
 
 def dockerfile_text(case: str, host: str, files_host: str | None = None) -> str:
-    text = (CASES / case / "Dockerfile").read_text().replace(PLACEHOLDER, host)
+    text = (source_dir(case) / "Dockerfile").read_text().replace(PLACEHOLDER, host)
     return text.replace(HTTP_PLACEHOLDER, files_host) if files_host else text
 
 
@@ -126,7 +136,7 @@ def write_dockerfile_ignore(case: str, dockerfile: Path) -> None:
 
 def serve_files(case: str):  # type: ignore[no-untyped-def]
     """The case's ``http_files`` served while a builder runs (``httpfiles.serve``)."""
-    return serve(CASES / case, case_args(case).get("http_files"))
+    return serve(source_dir(case), case_args(case).get("http_files"))
 
 
 def base_tree(work: Path) -> dict[str, Entry]:
@@ -213,7 +223,7 @@ def _build_ocibuild(case: str, host: str, store: Path, work: Path, isolation: st
     layout = work / "layout"
     argv = ["-f", str(dockerfile), "--progress", "plain", "--isolation", isolation,
             "--insecure-registry", host, "--output", f"type=oci,dest={layout},tar=false",
-            *build_flags(case, host), str(CASES / case / "ctx")]
+            *build_flags(case, host), str(source_dir(case) / "ctx")]
     args = cli._build_parser().parse_args(argv)
     stream = io.StringIO()
     env = case_args(case, host).get("env") or {}

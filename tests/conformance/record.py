@@ -34,6 +34,7 @@ from conformance import (  # noqa: E402
     render,
     seed,
     serve_files,
+    source_dir,
     write_dockerfile_ignore,
 )
 from httpfiles import unplace  # noqa: E402
@@ -60,7 +61,7 @@ def _build_buildkit(docker: str, case: str, host: str, work: Path, no_cache: boo
     tag = f"conformance/{case}:1"
     proc = subprocess.run([docker, "buildx", "build", "--network", "none", "--load", "-t", tag,
                            *(["--no-cache"] if no_cache else []), "-f", str(dockerfile), *build_flags(case, host),
-                           str(CASES / case / "ctx")], capture_output=True, timeout=600,
+                           str(source_dir(case) / "ctx")], capture_output=True, timeout=600,
                           env={**os.environ, **(case_args(case, host).get("env") or {})})
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode(errors="replace")[-3000:])

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conformance import CASES, build_ocibuild
+from conformance import build_ocibuild, source_dir
 
 ARCHIVE_MTIME = 1_600_000_000  # what cases/add-local-archives/ctx/*.tar* were written with
 LAST_MODIFIED = 1_445_412_480  # the Last-Modified header fs-add-url serves plain.txt with
@@ -108,7 +108,7 @@ def test_mtimes_like_buildkit(case: str, conformance_registry: str, conformance_
     build_ocibuild(case, conformance_registry, conformance_store, tmp_path, isolation)
     end = int(time.time())
     got = _mtimes(tmp_path / "layout")
-    want = {p: v if isinstance(v, int) else int((CASES / case / "ctx" / v).stat().st_mtime)
+    want = {p: v if isinstance(v, int) else int((source_dir(case) / "ctx" / v).stat().st_mtime)
             for p, v in EXPECTED[case].items() if v != NOW}
     assert {p: got.get(p) for p in want} == want
     made = {p: got.get(p) for p, v in EXPECTED[case].items() if v == NOW}
