@@ -241,7 +241,12 @@ def _build_one(options: BuildOptions) -> BuildResult:
     """The build of one platform (or of the default one)."""
     from ocibuild.dockerfile.parser import parse
     from ocibuild.executor.context import load_dockerfile, open_context
-    from ocibuild.output.export import plan_outputs, source_date_epoch, write_outputs
+    from ocibuild.output.export import (
+        output_compression,
+        plan_outputs,
+        source_date_epoch,
+        write_outputs,
+    )
     from ocibuild.plan.planner import base_images, make_plan
     from ocibuild.store.blobs import BlobStore
 
@@ -299,16 +304,14 @@ def _build_one(options: BuildOptions) -> BuildResult:
         from ocibuild.executor.cache import StepCache
 
         # --no-cache: every step runs again; what it makes is still recorded for later builds.
-        cache = StepCache(store, read=not options.no_cache,
-                          compression=_layer_compression(options.compression),
-                          compression_level=options.compression_level, source_date_epoch=epoch)
+        cache = StepCache(store, read=not options.no_cache, source_date_epoch=epoch)
         services = BuildServices(
             store=store, runtime=runtime, progress=progress, images=images.image,
             context_dir=context.root, context=context,
-            compression=_layer_compression(options.compression),
-            compression_level=options.compression_level, source_date_epoch=epoch,
+            source_date_epoch=epoch,
             created=now_rfc3339(epoch), run_mounts=mounts, cache=cache,
         )
+        services.output_compression = output_compression(outputs)
         runner = StageRunner(services, plan, local_dir=images.local_dir)
         by_index = {s.index: s for s in plan.stages}
         for wave in plan.groups:
@@ -384,10 +387,6 @@ def _finish(image: Image, labels: Mapping[str, str]) -> Image:
     merged.update(labels)
     inner["Labels"] = merged
     return image.with_config(ImageConfig(data))
-
-
-def _layer_compression(name: str) -> str:
-    return "none" if name == "uncompressed" else name
 
 
 def _client(options: BuildOptions) -> Any:

@@ -5,9 +5,9 @@ A state key names a stage's image state (config and layers) exactly:
 
 - the base: ``FROM image`` -> its manifest digest and platform; ``FROM scratch`` -> the
   platform; ``FROM <stage>`` -> that stage's final key. A salt goes in here and so reaches
-  every key: the cache format and ocibuild versions, the layer compression and level (keyed
-  rather than recompressed: a ``--compression zstd`` build does not reuse gzip layers) and
-  ``SOURCE_DATE_EPOCH`` (it changes layer mtimes);
+  every key: the cache format and ocibuild versions and ``SOURCE_DATE_EPOCH`` (it changes
+  layer mtimes); not the compression, since layers are cached uncompressed and outputs
+  compress them (``output.recompress``);
 - every step: ``plan.cachekey.step_cache_key(parent, step, content)`` where ``content`` holds
   what the plan cannot know (``step_content``): the digest of the files a COPY/ADD selects from
   the context (or a ``--build-context`` dir), the key of a ``--from`` stage, the manifest of a
@@ -58,7 +58,7 @@ from ocibuild.plan.model import (
 )
 from ocibuild.store import buildcache
 
-FORMAT = "ocibuild-cache-v1"
+FORMAT = "ocibuild-cache-v2"  # v2: layers uncompressed
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,11 @@ class StepCache:
     """Reads (unless ``read`` is off: ``--no-cache``) and writes entries in ``store``.
     Thread safe: stages of a wave share it; entries are files renamed into place."""
 
-    def __init__(self, store: Any, *, read: bool = True, compression: str = "gzip",
-                 compression_level: int | None = None, source_date_epoch: int | None = None):
+    def __init__(self, store: Any, *, read: bool = True, source_date_epoch: int | None = None):
         self.store = store
         self.read = read
         # The version too: layers written by another ocibuild may differ in bytes.
-        self.salt = json.dumps([FORMAT, __version__, compression, compression_level,
-                                source_date_epoch])
+        self.salt = json.dumps([FORMAT, __version__, source_date_epoch])
         self._files: dict[Path, FileDigests] = {}
         self._lock = threading.Lock()
 

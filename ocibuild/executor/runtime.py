@@ -226,15 +226,17 @@ class Runtime:
         return _beyond_disk(record, self.isolation) if self.isolation.owns_files else record
 
     def commit(self, snap: Snapshot, dest: Path, compression: str = "gzip",
-               level: int | None = None, source_date_epoch: int | None = None) -> LayerBlob:
+               level: int | None = None, source_date_epoch: int | None = None,
+               also: tuple[Path, str, int | None] | None = None) -> LayerBlob:
         """Write the snapshot's changes as a layer blob at ``dest`` (inside the sandbox, where
-        every file is readable; ``dest`` ends up owned by the caller).
+        every file is readable; ``dest`` ends up owned by the caller); ``also``: a copy in
+        another compression in the same pass (``write_layer``).
 
         XXX: a fuse-overlayfs snapshot's upper dir is rewritten to the kernel's format here, so
         it should not be run in again after its commit (opaque directories would lose opacity).
         """
         blob: LayerBlob = self._enter(_commit, snap, dest, compression, level,
-                                      source_date_epoch, self.isolation)
+                                      source_date_epoch, self.isolation, also)
         return blob
 
     def remove(self, snap: Snapshot) -> None:
@@ -375,7 +377,8 @@ def _mount_root(snap: Snapshot, name: str, paths: list[Path], iso: Isolation,
 
 
 def _commit(snap: Snapshot, dest: Path, compression: str, level: int | None,
-            epoch: int | None, iso: Isolation) -> LayerBlob:
+            epoch: int | None, iso: Isolation,
+            also: tuple[Path, str, int | None] | None = None) -> LayerBlob:
     snapshots.normalize_fuse_upper(snap)
     record = lower_record = None
     if iso.keeps_records:
@@ -388,7 +391,8 @@ def _commit(snap: Snapshot, dest: Path, compression: str, level: int | None,
             lower_record, record = _beyond_disk(lower_record, iso), _beyond_disk(record, iso)
     changes = snapshots.changes(snap, record, lower_record)
     return write_layer(changes, dest, compression, level, ownership=record,
-                       source_date_epoch=epoch, ordered=True, xattr_names=LAYER_XATTRS)
+                       source_date_epoch=epoch, ordered=True, xattr_names=LAYER_XATTRS,
+                       also=also)
 
 
 def _beyond_disk(record: OwnershipRecord, iso: Isolation) -> OwnershipRecord:

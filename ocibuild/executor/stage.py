@@ -56,6 +56,7 @@ from ocibuild.plan.model import (
     StageRef,
     Step,
 )
+from ocibuild.store import variants
 
 _HEREDOC_ONLY = re.compile(r"^<<-?\s*(['\"]?)([^'\"\s]+)\1\s*$")
 
@@ -86,13 +87,14 @@ class BuildServices:
     images: Callable[[ImageRef], Image]
     context_dir: Path
     context: Any = None  # executor.context.BuildContext (ignore rules for COPY)
-    compression: str = "gzip"
-    compression_level: int | None = None
     source_date_epoch: int | None = None  # clamps file mtimes in new layers
     created: str = ""  # RFC 3339 time stamped on history entries and the config
     hostname: str = "buildkitsandbox"
     run_mounts: Any = None  # executor.mounts.RunMounts
     cache: Any = None  # executor.cache.StepCache; None: no keys, no lookups, no records
+    # The compression (and level) an output will want the target image's layers in: they
+    # are then written in it too, in the same pass (``output.recompress`` finds the copy).
+    output_compression: tuple[str, int | None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _layer_dirs: dict[str, Path] = field(default_factory=dict)
 
@@ -241,8 +243,6 @@ class StageRunner:
         cmd_set = False
         self._current.index = stage.index
         key = self._base_key(stage)
-        if key and stage.index not in self.exported:
-            key = self.s.cache.base_key(f"uncompressed {key}")  # see layer_compression
         first_new = (self.result(stage.base.index).first_new if isinstance(stage.base, StageRef)
                      else len(image.config.history))
         for number, step in enumerate(stage.steps, start=2):
@@ -268,16 +268,6 @@ class StageRunner:
         with self._lock:
             self.results[stage.index] = result
         return result
-
-    def layer_compression(self, index: int | None) -> tuple[str, int | None]:
-        """How the layers of stage ``index`` are written: as the build asks for the stages
-        whose layers the target image holds (``exported``); uncompressed for the others,
-        which only lend files (COPY --from, RUN --mount from=) and are never exported, as
-        BuildKit never compresses them either. Their cache keys differ (``run_stage``), so a
-        later build that exports such a stage does not reuse an uncompressed layer."""
-        if index is None or index in self.exported:
-            return self.s.compression, self.s.compression_level
-        return "none", None
 
     # -- the build cache (executor.cache) -----------------------------------------------------
 
@@ -431,16 +421,27 @@ class StageRunner:
         carries `` # buildkit`` where BuildKit puts it)."""
         store = self.s.store
         tmp = store.tempdir("layer-")
-        compression, level = self.layer_compression(getattr(self._current, "index", None))
+        want = self.s.output_compression
+        if getattr(self._current, "index", None) not in self.exported:
+            want = None
+        also = (tmp / "copy", *want) if want is not None and want[0] != "uncompressed" else None
         try:
-            blob = self.s.runtime.commit(snap, tmp / "layer", compression, level,
-                                         self.s.source_date_epoch)
+            # Uncompressed, as BuildKit keeps a snapshot: an output that writes or pushes the
+            # image compresses its layers (``output.recompress``), from the copy made here
+            # when the build knew it would.
+            blob = self.s.runtime.commit(snap, tmp / "layer", "none", None,
+                                         self.s.source_date_epoch, also)
         except BaseException:
             _rmtree(tmp)
             raise
         # Hashed as it was written, on the store's filesystem: moved in, not copied, and in
         # the background: the next step needs the snapshot, not the blob (``build`` flushes
-        # the store before its outputs read it).
+        # the store before its outputs read it). One writer thread: the copy goes first, the
+        # layer's cleanup removes ``tmp`` after both.
+        if blob.copy is not None and also is not None:
+            copy = blob.copy
+            store.adopt_later(copy.path, copy.digest, copy.size, lambda: None)
+            variants.record(store, blob.diff_id, also[1], also[2], copy.digest, copy.size)
         store.adopt_later(blob.path, blob.digest, blob.size, lambda: _rmtree(tmp))
         layer = Layer(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id)
         history = History(created=self.s.created or None, created_by=created_by,

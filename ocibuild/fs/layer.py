@@ -75,6 +75,7 @@ class LayerBlob:
     diff_id: Digest
     size: int
     media_type: str
+    copy: LayerBlob | None = None  # the compressed copy ``write_layer(also=...)`` wrote
 
 
 def write_layer(
@@ -88,6 +89,7 @@ def write_layer(
     threads: int | None = None,
     ordered: bool = False,
     xattr_names: frozenset[str] | None = None,
+    also: tuple[Path, str, int | None] | None = None,
 ) -> LayerBlob:
     """Write the layer for ``changes`` to the new file ``dest`` and describe it.
 
@@ -100,14 +102,29 @@ def write_layer(
     differ writes ``security.capability`` alone). Memory stays flat: file data is streamed
     (and, ``ordered``, the changes too). On error ``dest`` is removed and no thread is left
     running.
+
+    ``also=(path, compression, level)`` writes a second blob of the same tar in another
+    compression in the same pass (``LayerBlob.copy``): an uncompressed layer for the store
+    and the compressed one an output will send, without reading the first back.
     """
     changes = _checked_order(changes) if ordered else _sorted_changes(changes)
-    with open(dest, "wb") as raw:
+    with contextlib.ExitStack() as files:
+        raw = files.enter_context(open(dest, "wb"))
         blob = DigestingWriter(raw)
-        comp = open_compressor(blob, compression, level, threads)
+        comp: Compressor = open_compressor(blob, compression, level, threads)
         plain = compression in ("none", "uncompressed")
+        second: DigestingWriter | None = None
+        if also is not None:
+            try:
+                second = DigestingWriter(files.enter_context(open(also[0], "wb")))
+            except BaseException:
+                comp.abort()
+                files.close()
+                os.unlink(dest)
+                raise
+            comp = _Tee(comp, open_compressor(second, also[1], also[2], threads))
         # Uncompressed, the blob is the tar: one hash gives both digests.
-        sink = _TarSink(comp, threaded=not plain, hashed=not plain)
+        sink = _TarSink(comp, threaded=not plain or second is not None, hashed=not plain)
         try:
             writer = _LayerWriter(sink, ownership, source_date_epoch, xattr_names)
             for change in changes:
@@ -118,17 +135,38 @@ def write_layer(
         except BaseException:
             sink.abort()
             comp.abort()
-            raw.close()
-            with contextlib.suppress(OSError):
-                os.unlink(dest)
+            files.close()
+            for path in (dest, *((also[0],) if also is not None else ())):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             raise
-    return LayerBlob(
-        path=dest,
-        digest=blob.digest,
-        diff_id=blob.digest if plain else Digest("sha256", sink.hash.hexdigest()),
-        size=blob.size,
-        media_type=mediatypes.layer_media_type(compression),
-    )
+    diff_id = blob.digest if plain else Digest("sha256", sink.hash.hexdigest())
+    copy = None
+    if also is not None and second is not None:
+        copy = LayerBlob(path=also[0], digest=second.digest, diff_id=diff_id, size=second.size,
+                         media_type=mediatypes.layer_media_type(also[1]))
+    return LayerBlob(path=dest, digest=blob.digest, diff_id=diff_id, size=blob.size,
+                     media_type=mediatypes.layer_media_type(compression), copy=copy)
+
+
+class _Tee:
+    """Two compressors fed the same bytes (``write_layer(also=...)``)."""
+
+    def __init__(self, first: Compressor, second: Compressor):
+        self._first, self._second = first, second
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._first.write(data)
+        self._second.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._first.close()
+        self._second.close()
+
+    def abort(self) -> None:
+        self._first.abort()
+        self._second.abort()
 
 
 def _order_key(change: Change) -> tuple[bytes, ...]:

@@ -40,6 +40,13 @@ CREATED = "org.opencontainers.image.created"
 def plan_outputs(options: Any) -> list[OutputSpec]:
     """Parse and check every ``--output`` (and ``--push``) before the build starts."""
     outputs = parse_outputs(tuple(options.outputs), tuple(options.tags), bool(options.push))
+    # The build's --compression (default gzip) is every output's unless it names its own.
+    default = getattr(options, "compression", None) or "gzip"
+    level = getattr(options, "compression_level", None)
+    outputs = [out if out.compression is not None else
+               replace(out, compression=default, compression_level=(
+                   level if out.compression_level is None else out.compression_level))
+               for out in outputs]
     if getattr(options, "iidfile", None) and any(o.type in ("local", "tar") for o in outputs):
         raise UsageError("local and tar exporters are incompatible with image ID file")
     common = build_annotations(options)  # a malformed --annotation fails before the build
@@ -224,15 +231,30 @@ def _title(out: OutputSpec) -> str:
 
 def _recompressed(image: Image, out: OutputSpec, store: Any, images: Any = None) -> Image:
     """Layers in the output's ``compression=`` (see ``recompress_image``: base layers, those
-    ``images`` pulled, change only with ``force-compression``), streamed through the store."""
+    ``images`` pulled, change only with ``force-compression``), streamed through the store.
+    Outputs that carry no blobs keep the layers as the build left them (uncompressed): the
+    filesystem ones and an image kept in the store without a push."""
     want = out.compression
-    if want is None:
+    if want is None or not compresses(out):
         return image
     from ocibuild.output.recompress import recompress_image
 
     base = images.pulled_from() if hasattr(images, "pulled_from") else {}
     return recompress_image(image, store, want, out.compression_level,
                             force=out.force_compression, base=base)
+
+
+def compresses(out: OutputSpec) -> bool:
+    """Whether ``out`` writes or pushes image blobs (and so compresses the build's layers)."""
+    return out.type in ("oci", "docker") or (out.type in ("image", "registry") and out.push)
+
+
+def output_compression(outputs: Sequence[OutputSpec]) -> tuple[str, int | None] | None:
+    """The compression and level of the first output that compresses layers, if any."""
+    for out in outputs:
+        if compresses(out) and out.compression is not None:
+            return out.compression, out.compression_level
+    return None
 
 
 def _names(out: OutputSpec) -> list[Reference]:

@@ -9,7 +9,8 @@ What is kept, by default:
     (``has``, ``open``, writes and ``snapshot()`` refresh mtimes);
   - cache-mount directories (``RUN --mount=type=cache``), as BuildKit keeps them;
   - build-cache entries (``store.buildcache``) used within ``ROOT_MAX_AGE``, with their layer
-    blobs and snapshots; older entries are removed.
+    blobs and snapshots; older entries are removed;
+  - the compressed copy an output made of a live layer (``store.variants``).
 Everything else is removed: unreferenced blobs and snapshots, stale temp files, old roots.
 A tree that cannot be removed is reported and skipped. Snapshots unpacked by a rootless
 sandbox with a sub-id range hold files only that user namespace can delete: the caller may pass
@@ -37,7 +38,7 @@ from ocibuild.digest import Digest
 from ocibuild.errors import OcibuildError, StoreError
 from ocibuild.image import ImageConfig, Index, Manifest, chain_ids, parse_manifest
 from ocibuild.image.manifest import MAX_MANIFEST_SIZE
-from ocibuild.store import areas, buildcache
+from ocibuild.store import areas, buildcache, variants
 from ocibuild.store._locks import locked
 from ocibuild.store.blobs import BlobStore
 
@@ -142,6 +143,7 @@ def prune(
             roots.append(root)
     live_blobs, live_chains = live_set(store, roots)
     report.roots += _cache_entries(store, live_blobs, live_chains, now - root_max_age)
+    _variants(store, live_blobs)
     cutoff = now - grace
     for digest in list(store.digests()):
         path = store.path(digest)
@@ -209,6 +211,18 @@ def _cache_entries(store: BlobStore, blobs: set[Digest], chains: set[Digest],
     return removed
 
 
+def _variants(store: BlobStore, blobs: set[Digest]) -> None:
+    """Keep the compressed copies (``store.variants``) of live blobs; forget the others."""
+    for source, path, variant in list(variants.records(store)):
+        if source in blobs and variant is not None:
+            blobs.add(variant)
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+
 def _prune_all(store: BlobStore, remover: Callable[[Path], None] | None) -> PruneReport:
     fd = store._lock_fd
     if fd is None:
@@ -227,7 +241,7 @@ def _prune_all(store: BlobStore, remover: Callable[[Path], None] | None) -> Prun
                 report.bytes += store.path(digest).stat().st_size
                 store.path(digest).unlink()
                 report.blobs += 1
-        for sub in ("snapshots", "cache", buildcache.AREA, "tmp", "roots", "locks"):
+        for sub in ("snapshots", "cache", buildcache.AREA, variants.AREA, "tmp", "roots", "locks"):
             top = store.root / sub
             for child in sorted(top.iterdir()) if top.is_dir() else ():
                 if sub == "snapshots" and child.is_dir():

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from e2e_harness import PLACEHOLDER
 
+from ocibuild import mediatypes as mt
 from ocibuild.digest import Digest
 from ocibuild.executor.build import BuildOptions, BuildResult, build
 from ocibuild.store import buildcache
@@ -311,15 +312,16 @@ def test_prune_all_removes_entries(simple: Builder) -> None:
 
 
 def test_stage_keys_name_the_build_uniquely(simple: Builder) -> None:
-    """Distinct semantics never share a key: the same steps under another compression or
-    epoch are separate entries (keyed, not recompressed)."""
-    simple.build()
-    _, st = simple.build(compression="zstd")
-    assert not cached(st), simple.log
+    """Distinct semantics never share a key: the same steps under another epoch are separate
+    entries. The compression is not part of a key: layers are cached uncompressed and the
+    outputs compress them, so a zstd build reuses every step of a gzip one."""
+    _, st = simple.build()
+    _, st_zstd = simple.build(compression="zstd")
+    assert cached(st_zstd) == layer_steps(st) and not ran(st_zstd), simple.log
     _, st = simple.build(build_args=EPOCH)
     assert not cached(st), simple.log
     with BlobStore(simple.store) as store:
-        assert len(list(buildcache.entries(store))) == 15
+        assert len(list(buildcache.entries(store))) == 10
 
 
 def test_bind_mount_sources_key_the_run_and_secrets_never_do(  # type: ignore[no-untyped-def]
@@ -406,20 +408,34 @@ COPY --from=tools /made /made
 """
 
 
-def test_stages_that_only_lend_files_keep_uncompressed_layers(  # type: ignore[no-untyped-def]
+def test_layers_are_cached_uncompressed_and_outputs_compress_them_once(  # type: ignore[no-untyped-def]
         e2e_registry, tmp_path: Path, isolation: str) -> None:
-    """As BuildKit: a stage the target image does not hold (COPY --from only) is never
-    compressed; exporting it later (--target) builds it compressed, not from those layers."""
+    """As BuildKit: a build keeps the layers it makes uncompressed, in every stage, and an
+    output that writes the image compresses the ones it holds. A stage that only lent files
+    (COPY --from) and is exported later (--target) reuses its cached layer; exporting the
+    same image again reuses the compressed copies (same manifest)."""
     b = Builder(tmp_path, e2e_registry.host, isolation, LENDING)
-    result, st = b.build()
-    assert all(layer.descriptor.media_type.endswith("tar+gzip") for layer in result.image.layers)
+
+    def oci(name: str) -> tuple[str, ...]:
+        return (f"type=oci,dest={tmp_path / name},tar=false",)
+
+    def exported_layers(name: str) -> list[str]:
+        index = json.loads((tmp_path / name / "index.json").read_text())
+        digest = index["manifests"][0]["digest"].split(":")[1]
+        manifest = json.loads((tmp_path / name / "blobs" / "sha256" / digest).read_text())
+        return [layer["mediaType"] for layer in manifest["layers"]]
+
+    result, _ = b.build(outputs=oci("final"))
+    made = result.image.layers[1:]  # after the pulled base layer
+    assert made and all(layer.media_type == mt.OCI_LAYER for layer in made)
+    assert exported_layers("final") == [mt.OCI_LAYER_GZIP] * len(result.image.layers)
     with BlobStore(b.store) as store:
         plain = [d for d in store.digests() if store.path(d).read_bytes()[:2] != b"\x1f\x8b"
                  and b"made-by-tools" in store.path(d).read_bytes()]
     assert len(plain) == 1, "the tools stage's RUN layer is stored as a plain tar"
-    tools, st = b.build(target="tools")
-    assert ran(st) == {"[tools 2/2] RUN echo made-by-tools > /made"}, b.log
-    assert all(layer.descriptor.media_type.endswith("tar+gzip") for layer in tools.image.layers)
-    again, st = b.build()
+    tools, st = b.build(target="tools", outputs=oci("tools"))
+    assert ran(st) == set() and cached(st), b.log
+    assert exported_layers("tools") == [mt.OCI_LAYER_GZIP] * len(tools.image.layers)
+    again, st = b.build(outputs=oci("again"))
     assert ran(st) == set(), b.log
     assert again.manifest_digest == result.manifest_digest

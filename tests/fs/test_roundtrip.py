@@ -143,6 +143,33 @@ def test_writes_are_deterministic_and_hash_in_one_pass(tmp_path: Path) -> None:
     assert write_layer(shuffled, tmp_path / "rev", "none").digest == blobs[3].digest
 
 
+def test_a_compressed_copy_is_the_same_layer_written_in_the_same_pass(tmp_path: Path) -> None:
+    """``also=``: the uncompressed layer and a compressed copy of it from one walk; the copy
+    is byte for byte what compressing the layer alone gives."""
+    import hashlib
+
+    src, empty = tmp_path / "src", tmp_path / "empty"
+    src.mkdir()
+    empty.mkdir()
+    sample_tree(src)
+    for comp in ("gzip", "zstd"):
+        alone = write_layer(tree_changes(empty, src), tmp_path / f"alone-{comp}", comp, 9)
+        both = write_layer(tree_changes(empty, src), tmp_path / f"plain-{comp}", "none",
+                           also=(tmp_path / f"copy-{comp}", comp, 9))
+        assert both.copy is not None
+        assert both.digest == both.diff_id == alone.diff_id == both.copy.diff_id
+        assert both.copy.path.read_bytes() == alone.path.read_bytes()
+        assert (both.copy.digest, both.copy.size, both.copy.media_type) == (
+            alone.digest, alone.size, alone.media_type)
+        assert hashlib.sha256(both.path.read_bytes()).hexdigest() == both.digest.hex
+    # A failure leaves neither file behind.
+    broken = tmp_path / "missing-dir" / "copy"
+    with pytest.raises(OSError):
+        write_layer(tree_changes(empty, src), tmp_path / "plain-x", "none",
+                    also=(broken, "gzip", None))
+    assert not (tmp_path / "plain-x").exists()
+
+
 def test_source_date_epoch_clamps_mtimes(tmp_path: Path) -> None:
     src, empty = tmp_path / "src", tmp_path / "empty"
     src.mkdir()

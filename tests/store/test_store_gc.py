@@ -161,3 +161,35 @@ def test_has_counts_as_a_use(store: BlobStore) -> None:
     assert store.has(digest)
     assert prune(store).blobs == 0 and store.has(digest)
     assert not store.has(Digest.of_bytes(b"absent"))
+
+
+def test_compressed_copies_are_made_once_and_kept_while_their_layer_lives(
+        store: BlobStore) -> None:
+    """An output compresses a build's uncompressed layer once (``store.variants``); prune
+    keeps that copy while the uncompressed layer is live and forgets it with the layer."""
+    from ocibuild.output.recompress import recompress_image
+    from ocibuild.store import variants
+
+    kept, kept_m = random_image(store, seed=5, layers=1, compression="none")
+    gone, _ = random_image(store, seed=6, layers=1, compression="none")
+    store.add_root("kept", kept_m.digest)
+    kept_gz = recompress_image(kept, store, "gzip", 9)
+    gone_gz = recompress_image(gone, store, "gzip", None)
+    layer, gz = kept.layers[0], kept_gz.layers[0]
+    assert gz.media_type == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert gz.diff_id == layer.diff_id == layer.digest and gz.digest != layer.digest
+    assert store.get_bytes(gz.digest)[:2] == b"\x1f\x8b"
+    # Made once: another output, at another level, gets the same blob (as BuildKit keeps
+    # one blob per compression), and so does a zstd output its own.
+    assert recompress_image(kept, store, "gzip", 1).layers == kept_gz.layers
+    assert variants.lookup(store, layer.diff_id, "gzip") == (gz.digest, gz.size)
+    assert variants.lookup(store, layer.diff_id, "zstd") is None
+    age_everything(store)
+
+    prune(store)
+
+    assert store.has(gz.digest) and store.has(layer.digest)
+    assert variants.lookup(store, layer.diff_id, "gzip") == (gz.digest, gz.size)
+    assert not store.has(gone_gz.layers[0].digest)
+    assert variants.lookup(store, gone.layers[0].diff_id, "gzip") is None
+    assert not (store.root / "variants" / "sha256" / gone.layers[0].diff_id.hex).exists()
