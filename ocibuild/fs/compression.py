@@ -31,11 +31,12 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
-
-import pyzstd
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ocibuild.errors import ContentError
+
+if TYPE_CHECKING:
+    import pyzstd
 
 GZIP_BLOCK = 1 << 20
 _WINDOW = 32 * 1024
@@ -43,6 +44,14 @@ _WINDOW = 32 * 1024
 # XFL byte is 2 for level 9, 4 for level 1, else 0 (as Go sets it).
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00%c\xff"
 _READ_CHUNK = 1 << 20
+
+
+def _zstd() -> Any:
+    """pyzstd, imported on first use: it costs ~25 ms (through typing_extensions and asyncio),
+    and a build that compresses nothing (its layers are committed plain) does not need it."""
+    import pyzstd
+
+    return pyzstd
 
 
 class Readable(Protocol):
@@ -98,16 +107,17 @@ class _ZstdWriter:
 
     def __init__(self, raw: Writable, level: int, workers: int):
         self._raw = raw
+        zstd = _zstd()
         params = {
-            pyzstd.CParameter.compressionLevel: level,
-            pyzstd.CParameter.checksumFlag: 1,
-            pyzstd.CParameter.nbWorkers: workers,
+            zstd.CParameter.compressionLevel: level,
+            zstd.CParameter.checksumFlag: 1,
+            zstd.CParameter.nbWorkers: workers,
         }
         if workers:  # always, see open_compressor
             # 4 MiB jobs: the default (several times the window) peaked above 100 MB of RSS
             # for a 1 GB layer and was not faster; the ratio cost is ~0.5%.
-            params[pyzstd.CParameter.jobSize] = 4 << 20
-        self._zc: pyzstd.ZstdCompressor | None = pyzstd.ZstdCompressor(params)  # type: ignore[arg-type]
+            params[zstd.CParameter.jobSize] = 4 << 20
+        self._zc: pyzstd.ZstdCompressor | None = zstd.ZstdCompressor(params)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         assert self._zc is not None, "write after close"
@@ -118,7 +128,7 @@ class _ZstdWriter:
 
     def close(self) -> None:
         if self._zc is not None:
-            self._raw.write(self._zc.flush(pyzstd.ZstdCompressor.FLUSH_FRAME))
+            self._raw.write(self._zc.flush(self._zc.FLUSH_FRAME))
         self._zc = None  # frees the context: zstd's worker threads end here
 
     def abort(self) -> None:
@@ -144,14 +154,15 @@ def _incompressible(segment: memoryview | bytes) -> bool:
     (a compressible head answers after one probe: most segments of text cost one call)."""
     zc = getattr(_probe_local, "zc", None)
     if zc is None:
-        zc = _probe_local.zc = pyzstd.ZstdCompressor(1)
+        zc = _probe_local.zc = _zstd().ZstdCompressor(1)
+    frame = zc.FLUSH_FRAME
     n = len(segment)
     if n <= 2 * _SAMPLE:
-        return len(zc.compress(segment, pyzstd.ZstdCompressor.FLUSH_FRAME)) > n * _STORED_RATIO
+        return len(zc.compress(segment, frame)) > n * _STORED_RATIO
     limit = _SAMPLE * _STORED_RATIO
     return (
-        len(zc.compress(segment[:_SAMPLE], pyzstd.ZstdCompressor.FLUSH_FRAME)) > limit
-        and len(zc.compress(segment[-_SAMPLE:], pyzstd.ZstdCompressor.FLUSH_FRAME)) > limit
+        len(zc.compress(segment[:_SAMPLE], frame)) > limit
+        and len(zc.compress(segment[-_SAMPLE:], frame)) > limit
     )
 
 
@@ -304,7 +315,7 @@ def open_decompressed(stream: Readable) -> Iterator[Readable]:
         finally:
             reader.close()
     elif kind == "zstd":
-        with pyzstd.ZstdFile(source, "rb") as zf:  # type: ignore[arg-type]
+        with _zstd().ZstdFile(source, "rb") as zf:
             yield _wrap_errors(zf, "zstd")
     elif kind == "bzip2":
         with bz2.BZ2File(source, "rb") as bf:  # type: ignore[call-overload]
@@ -324,7 +335,7 @@ class _wrap_errors:  # noqa: N801 - a tiny adapter, named like a function on pur
     def read(self, n: int = -1) -> bytes:
         try:
             return self._inner.read(n)
-        except (OSError, EOFError, ValueError, lzma.LZMAError, pyzstd.ZstdError) as exc:
+        except (OSError, EOFError, ValueError, lzma.LZMAError, _zstd().ZstdError) as exc:
             raise ContentError(f"corrupt {self._kind} stream: {exc}") from exc
 
 

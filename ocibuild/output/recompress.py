@@ -43,6 +43,7 @@ def recompress_image(image: Image, store: Any, want: str, level: int | None,
                                        todo), strict=True))
     return Image(image.config, tuple(done.get(layer, layer) for layer in image.layers))
 
+
 def _recompress(layer: Layer, store: Any, name: str, level: int | None) -> Layer:
     from ocibuild.fs.compression import open_compressor, open_decompressed
 
