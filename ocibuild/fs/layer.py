@@ -108,24 +108,19 @@ def write_layer(
     and the compressed one an output will send, without reading the first back.
     """
     changes = _checked_order(changes) if ordered else _sorted_changes(changes)
+    plain = compression in ("none", "uncompressed")
+    comp: Compressor | None = None
+    sink: _TarSink | None = None
+    second: DigestingWriter | None = None
     with contextlib.ExitStack() as files:
-        raw = files.enter_context(open(dest, "wb"))
-        blob = DigestingWriter(raw)
-        comp: Compressor = open_compressor(blob, compression, level, threads)
-        plain = compression in ("none", "uncompressed")
-        second: DigestingWriter | None = None
-        if also is not None:
-            try:
-                second = DigestingWriter(files.enter_context(open(also[0], "wb")))
-            except BaseException:
-                comp.abort()
-                files.close()
-                os.unlink(dest)
-                raise
-            comp = _Tee(comp, open_compressor(second, also[1], also[2], threads))
-        # Uncompressed, the blob is the tar: one hash gives both digests.
-        sink = _TarSink(comp, threaded=not plain or second is not None, hashed=not plain)
         try:
+            blob = DigestingWriter(files.enter_context(open(dest, "wb")))
+            comp = open_compressor(blob, compression, level, threads)
+            if also is not None:
+                second = DigestingWriter(files.enter_context(open(also[0], "wb")))
+                comp = _Tee(comp, open_compressor(second, also[1], also[2], threads))
+            # Uncompressed, the blob is the tar: one hash gives both digests.
+            sink = _TarSink(comp, threaded=not plain or second is not None, hashed=not plain)
             writer = _LayerWriter(sink, ownership, source_date_epoch, xattr_names)
             for change in changes:
                 writer.add(change)
@@ -133,8 +128,10 @@ def write_layer(
             sink.close()
             comp.close()
         except BaseException:
-            sink.abort()
-            comp.abort()
+            if sink is not None:
+                sink.abort()
+            if comp is not None:
+                comp.abort()
             files.close()
             for path in (dest, *((also[0],) if also is not None else ())):
                 with contextlib.suppress(OSError):
