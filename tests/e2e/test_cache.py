@@ -439,3 +439,20 @@ def test_layers_are_cached_uncompressed_and_outputs_compress_them_once(  # type:
     again, st = b.build(outputs=oci("again"))
     assert ran(st) == set(), b.log
     assert again.manifest_digest == result.manifest_digest
+
+
+def test_a_build_kept_in_the_store_compresses_nothing(  # type: ignore[no-untyped-def]
+        e2e_registry, tmp_path: Path, isolation: str) -> None:
+    """No output that writes or pushes the image (``type=image`` without a push, or none):
+    the build's layers stay plain tars and no compressed copy is made of any of them."""
+    b = Builder(tmp_path, e2e_registry.host, isolation, LENDING)
+    host = e2e_registry.host
+    result, _ = b.build(outputs=(f"type=image,name={host}/kept/only:x,push=false",))
+    made = result.image.layers[1:]  # after the pulled base layer
+    assert made and all(layer.media_type == mt.OCI_LAYER for layer in made)
+    pulled = {str(result.image.layers[0].digest)}
+    with BlobStore(b.store) as store:
+        gzipped = [d for d in store.digests() if str(d) not in pulled
+                   and store.path(d).read_bytes()[:2] == b"\x1f\x8b"]
+        assert gzipped == []
+        assert not (store.root / "variants").exists()
