@@ -245,6 +245,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
         output_compression,
         plan_outputs,
         source_date_epoch,
+        streamed_push_target,
         write_outputs,
     )
     from ocibuild.plan.planner import base_images, make_plan
@@ -271,6 +272,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
     runner = None
     cache = None
     detecting = None
+    uploads = None
     try:
         from ocibuild.executor.runtime import Runtime
 
@@ -312,6 +314,11 @@ def _build_one(options: BuildOptions) -> BuildResult:
             created=now_rfc3339(epoch), run_mounts=mounts, cache=cache,
         )
         services.output_compression = output_compression(outputs)
+        push_target = streamed_push_target(outputs)
+        if push_target is not None:
+            from ocibuild.registry.streamed import StreamedUploads
+
+            uploads = services.uploads = StreamedUploads(lambda: images.client, push_target)
         runner = StageRunner(services, plan, local_dir=images.local_dir)
         by_index = {s.index: s for s in plan.stages}
         for wave in plan.groups:
@@ -325,8 +332,10 @@ def _build_one(options: BuildOptions) -> BuildResult:
                 f.result()  # the first failure, in plan order
         image = _finish(runner.results[plan.target].image, options.labels)
         store.flush()  # every layer this build committed is in the store (or its error raised)
+        # The push below skips the blobs a stream completed (and shows them as sent).
+        streamed = uploads.settle() if uploads is not None else {}
         written, metadata, manifest_digest = write_outputs(outputs, image, store, images,
-                                                           options, progress)
+                                                           options, progress, streamed)
         _record_roots(store, image, options)
         result = BuildResult(
             image=image,
@@ -345,6 +354,8 @@ def _build_one(options: BuildOptions) -> BuildResult:
             write_metadata(options, result)
         return result
     finally:
+        if uploads is not None:
+            uploads.close()
         if runner is not None:
             runner.close()
         progress.close()

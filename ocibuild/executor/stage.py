@@ -95,6 +95,9 @@ class BuildServices:
     # The compression (and level) an output will want the target image's layers in: they
     # are then written in it too, in the same pass (``output.recompress`` finds the copy).
     output_compression: tuple[str, int | None] | None = None
+    # Uploads those copies to the push's repository while they are written
+    # (``registry.streamed.StreamedUploads``), when the build will push.
+    uploads: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _layer_dirs: dict[str, Path] = field(default_factory=dict)
 
@@ -425,6 +428,9 @@ class StageRunner:
         if getattr(self._current, "index", None) not in self.exported:
             want = None
         also = (tmp / "copy", *want) if want is not None and want[0] != "uncompressed" else None
+        upload = None
+        if also is not None and self.s.uploads is not None:
+            upload = self.s.uploads.start(also[0])
         try:
             # Uncompressed, as BuildKit keeps a snapshot: an output that writes or pushes the
             # image compresses its layers (``output.recompress``), from the copy made here
@@ -432,8 +438,15 @@ class StageRunner:
             blob = self.s.runtime.commit(snap, tmp / "layer", "none", None,
                                          self.s.source_date_epoch, also)
         except BaseException:
+            if upload is not None:
+                upload.cancel()
             _rmtree(tmp)
             raise
+        if upload is not None:
+            if blob.copy is not None:
+                upload.finish(blob.copy.digest, blob.copy.size)  # before the copy moves
+            else:
+                upload.cancel()
         # Hashed as it was written, on the store's filesystem: moved in, not copied, and in
         # the background: the next step needs the snapshot, not the blob (``build`` flushes
         # the store before its outputs read it). One writer thread: the copy goes first, the

@@ -154,9 +154,11 @@ def build_ref() -> str:
 
 
 def write_outputs(outputs: Sequence[OutputSpec], image: Image, store: Any, images: Any,
-                  options: Any, progress: Any) -> tuple[list[str], dict[str, Any], Digest]:
+                  options: Any, progress: Any, streamed: Mapping[Digest, int] | None = None,
+                  ) -> tuple[list[str], dict[str, Any], Digest]:
     """Write each output; returns what was written, buildx-style metadata and the digest of
-    the (first image output's, else the OCI) manifest.
+    the (first image output's, else the OCI) manifest. ``streamed``: the blobs the build
+    already uploaded to the first push's repository (``registry.streamed``), with their sizes.
 
     The metadata keys are buildx's: ``buildx.build.ref`` always; ``containerimage.digest``,
     ``containerimage.config.digest``, ``containerimage.descriptor`` and ``image.name`` of the
@@ -193,7 +195,10 @@ def write_outputs(outputs: Sequence[OutputSpec], image: Image, store: Any, image
                     _write_docker(out, d, store)
                 case "image" | "registry":
                     if out.push:
-                        _push(out, img, m, store, images, vertex)
+                        first_push = next(o for o in outputs
+                                          if o.type in ("image", "registry") and o.push)
+                        _push(out, img, m, store, images, vertex,
+                              streamed if out is first_push else None)
                 case "local" | "tar":
                     from ocibuild.output.rootfs import write_rootfs
 
@@ -257,6 +262,19 @@ def output_compression(outputs: Sequence[OutputSpec]) -> tuple[str, int | None] 
     return None
 
 
+def streamed_push_target(outputs: Sequence[OutputSpec]) -> Reference | None:
+    """Where the build may upload the image's layers while it commits them
+    (``registry.streamed``): the first name of the first push, when that push wants the layers
+    in the compression the commits write them in (``output_compression``)."""
+    want = output_compression(outputs)
+    for out in outputs:
+        if out.type in ("image", "registry") and out.push and out.names:
+            if want is None or out.compression != want[0]:
+                return None
+            return _names(out)[0]
+    return None
+
+
 def _names(out: OutputSpec) -> list[Reference]:
     return [Reference.parse(n) for n in out.names]
 
@@ -291,14 +309,19 @@ def _write_docker(out: OutputSpec, desc: Descriptor, store: Any) -> None:
 
 
 def _push(out: OutputSpec, image: Image, manifest: Manifest, store: Any, images: Any,
-          vertex: Any = None) -> None:
-    """Blobs (with a transfer line/bar each on ``vertex``), then the manifest."""
+          vertex: Any = None, streamed: Mapping[Digest, int] | None = None) -> None:
+    """Blobs (with a transfer line/bar each on ``vertex``), then the manifest. The layers in
+    ``streamed`` went up while the build committed them: shown as sent, found by ``HEAD``."""
     refs = _names(out)
     client = images.client
 
     def on_progress(digest: Digest, done: int, total: int) -> None:
         if vertex is not None:
             vertex.status(str(digest), done, total)
+
+    for layer in manifest.layers:
+        if layer.digest in (streamed or {}):
+            on_progress(layer.digest, layer.size, layer.size)
 
     # A layer pulled from a repository of the same registry is mounted from there (no upload;
     # the registry falls back to an upload session when it cannot mount).

@@ -221,3 +221,50 @@ def test_output_force_compression_recompresses_every_layer(e2e_registry, e2e_sto
     kinds = {layer["mediaType"] for layer in image.manifest["layers"]}
     assert kinds == {"application/vnd.oci.image.layer.v1.tar+zstd"}
     assert image.tree["/opt/stage2"].size == 7  # the flattener reads zstd layers too
+
+
+STREAMED = f"""\
+FROM {PLACEHOLDER}/busybox:latest
+RUN echo one > /one
+COPY . /ctx/
+"""
+
+
+@pytest.mark.rootless
+@pytest.mark.chroot
+@pytest.mark.parametrize("refused", [False, True], ids=["streamed", "refused"])
+def test_a_push_uploads_the_layers_while_they_are_committed(  # type: ignore[no-untyped-def]
+        e2e_registry, fault_proxy, e2e_store: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, refused: bool) -> None:
+    """The layers a build makes are streamed to the push's repository while committed; the
+    export then uploads only what the registry lacks (here through another host name, so the
+    base layer too, and the config). When the registry refuses the streams, the export uploads
+    everything and the image is the same."""
+    from ocibuild.reference import Reference
+    from ocibuild.registry.blobs import has_blob
+    from ocibuild.registry.client import RegistryClient
+
+    if refused:
+        from ocibuild.testing.faultproxy import Fault
+
+        fault_proxy.add(Fault("status", method="PATCH", status=500, times=2))
+    df = _dockerfile(tmp_path, e2e_registry.host, STREAMED)
+    ref = Reference.parse(f"{fault_proxy.host}/streamed/{'refused' if refused else 'app'}:1")
+    code = _build(["-f", str(df), "--progress", "quiet", "--no-cache", "--output",
+                   f"type=image,name={ref},push=true", str(SEED / "ctx")], e2e_store, monkeypatch)
+    assert code == 0
+    with RegistryClient() as client:
+        manifest = client.fetch_manifest(ref)
+        for layer in manifest.layers:
+            assert has_blob(client, ref, layer.digest)
+    blob_calls = [m for m, p, _s, _r in fault_proxy.log if "/blobs/uploads/" in p]
+    layers = len(manifest.layers)
+    assert blob_calls.count("PATCH") == 2  # the two layers this build made, streamed
+    if refused:
+        # Two abandoned sessions, then one upload per blob (layers and config) at export.
+        assert blob_calls.count("POST") == 2 + layers + 1
+        assert blob_calls.count("DELETE") == 2
+    else:
+        # One upload session per blob: the export did not upload the streamed layers again.
+        assert blob_calls.count("POST") == layers + 1
+        assert "DELETE" not in blob_calls
