@@ -12,24 +12,28 @@ How the push is measured (two methods, both printed):
   registry seeded with the base image only, so no blob of a previous run is there. (Ours
   mounts the base layer from the base image's repository instead of uploading it; the daemon
   re-compresses and uploads it, 1 MB.)
-- ``vertex``: the progress vertices that do the push in ``--progress plain`` output. Ours is
-  the "exporting to image" vertex, which only uploads: a build that will push writes each
-  layer of the image compressed too while committing it, so that part of the push is in the
-  steps, and only ``delta`` counts it. BuildKit here runs in docker 26 with the ``docker`` driver (classic graph
-  store): buildx rewrites ``push=true`` into "export to the daemon's image store, then
-  ``ImagePush``", so the real push is a separate "pushing NAME with docker" vertex, after the
-  build, in which the daemon gzips every layer (one stream each) while uploading; its
-  "exporting to image" vertex only writes the image into the daemon. We add both.
+- ``vertex``: the progress vertices that do the push in ``--progress plain`` output, shown
+  for information; the target is checked on ``delta``. Ours is the "exporting to image"
+  vertex, which only sends what the build's streamed uploads left (the config, the manifest,
+  a layer whose stream did not complete): a build that will push writes each layer of the
+  image compressed while committing it and uploads that copy as it is written, so the
+  compression and the upload are in the steps, and only ``delta`` counts them. BuildKit here
+  runs in docker 26 with the ``docker`` driver (classic graph store): buildx rewrites
+  ``push=true`` into "export to the daemon's image store, then ``ImagePush``", so the real
+  push is a separate "pushing NAME with docker" vertex, after the build, in which the daemon
+  gzips every layer (one stream each) while uploading; its "exporting to image" vertex only
+  writes the image into the daemon. We add both.
 
 Cases: ``OCIBUILD_BENCH_CASES`` (default ``multistage,context``). Runs: ``OCIBUILD_BENCH_RUNS``
 rounds (default 3 for multistage, 2 for context); in each round ours and BuildKit build with push
 then without, back to back, so a busy moment of a shared machine hits both alike; medians are
-reported, and every wall time. "Cold": each of our runs gets a new, empty store; BuildKit runs
-with ``--no-cache`` and, in the context case, from a new directory (hard links to the same
-files) each time, so its context transfer starts from nothing too. Its cache is pruned once per
-case, before the runs, not between them: the base image (1 MB) stays unpacked in BuildKit's
-cache, which favours it slightly. The "build" figure compared with BuildKit is the median of
-the runs without push. Our package is byte-compiled first (into the bench's work dir), as an
+reported, and every wall time. "Cold": BuildKit runs with ``--no-cache`` and, in the context
+case, from a new directory (hard links to the same files) each time, so its context transfer
+starts from nothing too; its cache is pruned once per case, before the runs, so the base image
+(1 MB) stays pulled and unpacked in it between runs. Each of our runs gets a new store that
+is a copy of one holding only that base image, pulled and unpacked (``_base_store``): the
+same state, no step cached. The "build" figure compared with BuildKit is the median of the
+runs without push. Our package is byte-compiled first (into the bench's work dir), as an
 installed one would be. Peak memory is the largest RSS of ``python -m ocibuild`` and its
 descendants over our runs (``wait4``).
 
@@ -47,11 +51,11 @@ sets ``ORACLE_DOCKER``); elsewhere only our figures and the memory target are ch
 Reading the figures: like BuildKit, which with the docker driver keeps layers as plain overlay
 directories and compresses them when it pushes, a build of ours without a push compresses
 nothing (layers are committed as plain tars); with a push, the image's layers are compressed
-while they are committed (gzip on every core) and the export uploads them. So ``delta`` holds
-the compression for both builders; the end-to-end ratio (build+push) compares the whole job.
+while they are committed (gzip on every core) and uploaded as they are written. So ``delta``
+holds the compression and the upload for both builders; the end-to-end ratio (build+push) compares the whole job.
 
 Targets: peak memory < 100 MB; with BuildKit present: cold build no slower than BuildKit and
-push (delta, and vertex) at least 3x faster. Returns non-zero when a measured target is missed.
+push (delta) at least 3x faster. Returns non-zero when a measured target is missed.
 """
 
 from __future__ import annotations
@@ -166,6 +170,20 @@ def _ocibuild(dockerfile: Path, context: Path, ref: str, store: Path, push: bool
     wall, log, peak = _timed(cmd, env)
     return Run(wall, _vertex_time(log, "exporting to image") if push else 0.0, peak,
                _breakdown(log))
+
+
+def _base_store(store: Path, host: str, env: dict[str, str]) -> None:
+    """A store holding the base image, pulled and unpacked, and nothing the bench builds: each
+    of our runs starts from a copy of it, as each ``--no-cache`` BuildKit run starts with the
+    base image in its content store and snapshotter."""
+    context = store.parent / f"{store.name}-context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {host}/busybox:latest\nRUN true\n")
+    store.mkdir()
+    subprocess.run([sys.executable, "-m", "ocibuild", "-q",
+                    "--output", "type=image,name=bench/base,push=false", str(context)],
+                   env=dict(env, XDG_CACHE_HOME=str(store)), stdout=subprocess.DEVNULL,
+                   check=True)
 
 
 def _buildkit(dockerfile: Path, context: Path, ref: str, push: bool) -> Run:
@@ -290,8 +308,14 @@ def main() -> int:
             if make is not None:
                 make(ctx)
 
-            def ours(df: Path, c: Path, ref: str, push: bool, name: str = name) -> Run:
+            base = work / f"{name}-base-store"
+
+            def ours(df: Path, c: Path, ref: str, push: bool, name: str = name,
+                     base: Path = base) -> Run:
+                if not base.exists():
+                    _base_store(base, ref.split("/", 1)[0], env)
                 store = Path(tempfile.mkdtemp(prefix=f"{name}-store-", dir=work))
+                subprocess.run(["cp", "-a", f"{base}/.", str(store)], check=True)
                 return _ocibuild(df, c, ref, store, push, env)
 
             builders: dict[str, Builder] = {"ocibuild": ours}
@@ -320,7 +344,7 @@ def main() -> int:
             if mine.build > bk.build:
                 print("   MISSED: cold build slower than BuildKit")
                 failed = True
-            if mine.delta * 3 > bk.delta or mine.vertex * 3 > bk.vertex:
+            if mine.delta * 3 > bk.delta:
                 print("   MISSED: push not 3x faster than BuildKit")
                 failed = True
     finally:
