@@ -56,6 +56,7 @@ class GrowingUpload:
         self._path = path
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._ended = False  # the sender thread is done (it closed the file)
         self._final: tuple[Digest, int] | None = None
         self._finished = threading.Event()
         self._cancelled = threading.Event()
@@ -85,8 +86,9 @@ class GrowingUpload:
             return self._final
 
     def _open(self) -> bool:
+        """Open the file if it exists (and the stream has not ended: nothing would close it)."""
         with self._lock:
-            if self._fd is None:
+            if self._fd is None and not self._ended:
                 with contextlib.suppress(FileNotFoundError):
                     self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
             return self._fd is not None
@@ -127,6 +129,7 @@ class GrowingUpload:
             self._ok = False
         finally:
             with self._lock:
+                self._ended = True
                 if self._fd is not None:
                     os.close(self._fd)
                     self._fd = None

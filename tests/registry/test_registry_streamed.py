@@ -107,3 +107,21 @@ def test_a_registry_refusing_the_stream_is_not_an_error(
     upload.finish(Digest.of_bytes(data), len(data))
     assert uploads.settle() == {}
     assert not has_blob(client, ref, Digest.of_bytes(data))
+
+
+def test_a_stream_that_ended_early_leaves_no_open_file(
+        fault_proxy: FaultProxy, client: RegistryClient, tmp_path: Path) -> None:
+    """The registry refuses the upload session before the file exists; the commit's finish()
+    afterwards must not open a file nothing would close."""
+    fault_proxy.add(Fault("status", method="POST", status=400))
+    ref = Reference.parse(f"{fault_proxy.host}/streamed/blob:1")
+    uploads = StreamedUploads(lambda: client, ref)
+    upload = uploads.start(tmp_path / "copy")
+    assert upload is not None
+    assert upload.wait() is False  # ended: no session
+    data = os.urandom(1000)
+    (tmp_path / "copy").write_bytes(data)
+    before = set(os.listdir("/proc/self/fd"))
+    upload.finish(Digest.of_bytes(data), len(data))
+    assert set(os.listdir("/proc/self/fd")) == before
+    assert uploads.settle() == {}
