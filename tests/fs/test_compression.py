@@ -196,3 +196,21 @@ def test_layers_crossing_many_batches_hash_and_unpack_right(tmp_path: Path) -> N
     with tarfile.open(blobs["gzip"].path) as tf:
         got = {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}  # type: ignore[union-attr]
     assert got == contents
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 9000)), min_size=1, max_size=40),
+       st.integers(0, 4095))
+def test_segments_are_probed_in_one_loop_as_one_by_one(pieces: list[tuple[bool, int]],
+                                                       cut: int) -> None:
+    """The block-wide probe loop decides every segment as the per-segment probe does (random
+    and text runs of any length, and a short last segment)."""
+    from ocibuild.fs import compression
+
+    data = b"".join(os.urandom(n) if rnd else (b"line %d of text\n" % n) * (n // 14 + 1)
+                    for rnd, n in pieces)
+    view = memoryview(data[: max(1, len(data) - cut)])
+    seg = compression._SEGMENT
+    one_by_one = [compression._incompressible(view[i : i + seg])
+                  for i in range(0, len(view), seg)]
+    assert compression._incompressible_segments(view) == one_by_one
