@@ -48,7 +48,6 @@ CAP_SYS_ADMIN = 21
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 
-
 def _load_libc() -> ctypes.CDLL:
     """glibc's ``libc.so.6`` by name; elsewhere (musl) whatever ``find_library`` names, which
     costs a process (``ldconfig -p``) on every start, so it is not asked first."""

@@ -195,10 +195,8 @@ def write_outputs(outputs: Sequence[OutputSpec], image: Image, store: Any, image
                     _write_docker(out, d, store)
                 case "image" | "registry":
                     if out.push:
-                        first_push = next(o for o in outputs
-                                          if o.type in ("image", "registry") and o.push)
                         _push(out, img, m, store, images, vertex,
-                              streamed if out is first_push else None)
+                              streamed if out is _first_push(outputs) else None)
                 case "local" | "tar":
                     from ocibuild.output.rootfs import write_rootfs
 
@@ -267,12 +265,14 @@ def streamed_push_target(outputs: Sequence[OutputSpec]) -> Reference | None:
     (``registry.streamed``): the first name of the first push, when that push wants the layers
     in the compression the commits write them in (``output_compression``)."""
     want = output_compression(outputs)
-    for out in outputs:
-        if out.type in ("image", "registry") and out.push and out.names:
-            if want is None or out.compression != want[0]:
-                return None
-            return _names(out)[0]
-    return None
+    out = _first_push(outputs)
+    if out is None or not out.names or want is None or out.compression != want[0]:
+        return None
+    return _names(out)[0]
+
+
+def _first_push(outputs: Sequence[OutputSpec]) -> OutputSpec | None:
+    return next((o for o in outputs if o.type in ("image", "registry") and o.push), None)
 
 
 def _names(out: OutputSpec) -> list[Reference]:
@@ -320,7 +320,7 @@ def _push(out: OutputSpec, image: Image, manifest: Manifest, store: Any, images:
             vertex.status(str(digest), done, total)
 
     for layer in manifest.layers:
-        if layer.digest in (streamed or {}):
+        if streamed and layer.digest in streamed:
             on_progress(layer.digest, layer.size, layer.size)
 
     # A layer pulled from a repository of the same registry is mounted from there (no upload;

@@ -73,7 +73,7 @@ def _speaks_tls(host: str, timeout: float) -> bool:
         with socket.create_connection((name, port or 443), timeout=timeout) as sock, \
                 context.wrap_socket(sock, server_hostname=name):
             return True
-    except (OSError, ssl.SSLError):
+    except OSError:  # ssl.SSLError too: a plain-HTTP server answers the hello with text
         return False
 
 
