@@ -154,7 +154,8 @@ def push_blob(client: RegistryClient, ref: Reference, desc: Descriptor, source: 
     restarts = 0
     while True:
         try:
-            location = _start_upload(client, ref, desc, mount_from, action)
+            location = start_upload(client, ref, action, (desc.digest, mount_from)
+                                    if mount_from is not None else None)
             if location is None:
                 return  # mounted
             if client.chunk_size and desc.size > client.chunk_size:
@@ -186,15 +187,16 @@ def push_blob(client: RegistryClient, ref: Reference, desc: Descriptor, source: 
             _backoff(client, restarts)
 
 
-def _start_upload(client: RegistryClient, ref: Reference, desc: Descriptor,
-                  mount_from: Reference | None, action: str) -> str | None:
-    """POST a new upload session (or a mount); the session URL, or None when mounted."""
+def start_upload(client: RegistryClient, ref: Reference, action: str,
+                 mount: tuple[Digest, Reference] | None = None) -> str | None:
+    """POST a new upload session, or a mount of ``mount=(digest, from repository)``; the
+    session URL, or None when mounted."""
     scopes = [push_scope(ref.repository)]
     params: dict[str, str] | None = None
-    if mount_from is not None and mount_from.registry == ref.registry \
-            and mount_from.repository != ref.repository:
-        params = {"mount": str(desc.digest), "from": mount_from.repository}
-        scopes.append(pull_scope(mount_from.repository))
+    if mount is not None and mount[1].registry == ref.registry \
+            and mount[1].repository != ref.repository:
+        params = {"mount": str(mount[0]), "from": mount[1].repository}
+        scopes.append(pull_scope(mount[1].repository))
     url = client.url(ref, "blobs/uploads/")
     resp = client.request(ref, "POST", url, scopes=scopes, action=action, params=params,
                           headers={"Content-Length": "0"})

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from ocibuild.digest import Digest
 from ocibuild.reference import Reference
 from ocibuild.registry.auth import push_scope
+from ocibuild.registry.blobs import start_upload
 
 if TYPE_CHECKING:
     from ocibuild.registry.client import RegistryClient
@@ -99,13 +100,8 @@ class GrowingUpload:
         scopes = [push_scope(ref.repository)]
         location = None
         try:
-            url = client.url(ref, "blobs/uploads/")
-            resp = client.request(ref, "POST", url, scopes=scopes, action=action,
-                                  headers={"Content-Length": "0"}, retry=False)
-            resp.close()
-            if resp.status_code != 202 or "Location" not in resp.headers:
-                return
-            location = urllib.parse.urljoin(url, resp.headers["Location"])
+            location = start_upload(client, ref, action)  # a session: no mount asked
+            assert location is not None
             while not self._open():
                 if self._cancelled.is_set() or self._finished.is_set():
                     return

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -25,13 +24,12 @@ def client():
         yield c
 
 
-def _write_slowly(path: Path, pieces: list[bytes], written: threading.Event) -> None:
+def _write_slowly(path: Path, pieces: list[bytes]) -> None:
     with open(path, "wb") as f:
         for piece in pieces:
             f.write(piece)
             f.flush()
             time.sleep(0.01)
-    written.set()
 
 
 def test_a_file_is_uploaded_as_it_grows(fault_proxy: FaultProxy, client: RegistryClient,
@@ -44,10 +42,7 @@ def test_a_file_is_uploaded_as_it_grows(fault_proxy: FaultProxy, client: Registr
     uploads = StreamedUploads(lambda: client, ref)
     upload = uploads.start(path)  # before the file exists, as a commit starts it
     assert upload is not None
-    written = threading.Event()
-    writer = threading.Thread(target=_write_slowly, args=(path, pieces, written))
-    writer.start()
-    writer.join()
+    _write_slowly(path, pieces)  # the stream's thread reads as the file grows
     upload.finish(digest, len(data))
     path.rename(tmp_path / "moved")  # the store adopts the file right after finish()
     assert uploads.settle() == {digest: len(data)}
