@@ -132,7 +132,10 @@ def write_layer(
                 sink.abort()
             if comp is not None:
                 comp.abort()
-            files.close()
+            # Closing flushes what the file object still buffers, which can fail again (a
+            # full disk): the files are removed all the same, and the first error is raised.
+            with contextlib.suppress(OSError):
+                files.close()
             for path in (dest, *((also[0],) if also is not None else ())):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
