@@ -14,8 +14,11 @@ and size are computed over the input. Inside a block, 4 KiB segments are probed 
 pass on their first and last 512 bytes: runs of segments that do not shrink (random or already
 compressed data, where zlib spends its time for nothing) become stored blocks; the other runs
 are deflated, with the previous block's last 32 KiB as preset dictionary when the run opens the
-block. Every decision depends on the bytes alone: same input, same level -> same bytes,
-whatever the write sizes or thread count (the bytes can change with the zlib-ng or zstd version).
+block; where a deflated run meets a stored one, its edge is probed in 512-byte pieces and the
+stored run takes the incompressible ones. The samples of a block are probed first a quarter of
+the block at a time, and a block where they all barely shrink is stored whole. Every decision
+depends on the bytes alone: same input, same level -> same bytes, whatever the write sizes or
+thread count (the bytes can change with the zlib-ng or zstd version).
 
 Deflate and inflate are zlib-ng's (the ``zlib-ng`` package, zlib's API): at the same level it
 compresses 2-3x faster than the system zlib for a ratio within 1-3% (measured on shared
@@ -148,6 +151,7 @@ class _ZstdWriter:
 _SEGMENT = 4096
 _SAMPLE = 512
 _STORED_RATIO = 0.95  # a probe larger than this fraction of its input: store the segment
+_BLOCK_STORED_RATIO = 0.99  # the same for all of a block's samples at once: store the block
 _STORED_MAX = 0xFFFF  # a stored block's LEN field is 16 bits
 _STORED_HEADER = b"\x00"  # BFINAL=0, BTYPE=00, padding: valid after a sync flush (byte-aligned)
 # An empty final block with fixed codes, written once after the last block ends the stream.
@@ -198,6 +202,82 @@ def _incompressible_segments(view: memoryview) -> list[bool]:
     return flags
 
 
+def _runs(view: memoryview) -> list[tuple[int, int, bool]]:
+    """The block cut into runs ``(start, end, stored)``: segments that agree form a run
+    (``_incompressible_segments``), then a stored run takes the incompressible ``_SAMPLE``
+    pieces at the edge of each deflated run next to it (``_edge``). Random data rarely ends on
+    a segment boundary (a compressed file in a tar ends anywhere); without this, the rest of
+    its last segment would be deflated, the slowest thing deflate does, for nothing. A run
+    with no stored neighbour costs no probe more."""
+    n = len(view)
+    flags = _incompressible_segments(view)
+    runs: list[list[Any]] = []
+    for i, flag in enumerate(flags):
+        if runs and runs[-1][2] == flag:
+            runs[-1][1] = min((i + 1) * _SEGMENT, n)
+        else:
+            runs.append([i * _SEGMENT, min((i + 1) * _SEGMENT, n), flag])
+    for k, run in enumerate(runs):
+        if run[2]:
+            continue
+        start, end = run[0], run[1]
+        if k > 0:  # a stored run before: it takes pieces at our start
+            start += _SAMPLE * _edge(view, start, min(end - start, _SEGMENT) // _SAMPLE, 1)
+            runs[k - 1][1] = run[0] = start
+        if k + 1 < len(runs):  # a stored run after: it takes pieces at our end
+            end -= _SAMPLE * _edge(view, end, min(end - start, _SEGMENT) // _SAMPLE, -1)
+            runs[k + 1][0] = run[1] = end
+    return [(start, end, stored) for start, end, stored in runs if end > start]
+
+
+def _edge(view: memoryview, at: int, pieces: int, step: int) -> int:
+    """How many of the ``pieces`` ``_SAMPLE``-byte pieces from ``at`` (forwards for ``step``
+    1, backwards for -1) a stored run ending (or starting) at ``at`` takes: none when the
+    first is compressible, else the count is bisected as if the pieces changed once, from
+    incompressible to compressible (what a random file ending inside a segment gives). Five
+    probes at most for a segment of eight pieces, one when the first piece compresses."""
+    zc = _probe_compressor()
+    compress, frame = zc.compress, zc.FLUSH_FRAME
+    limit = _SAMPLE * _STORED_RATIO
+
+    def incompressible(k: int) -> bool:  # the k-th piece from ``at``, counting from 1
+        first = at + (k - 1) * _SAMPLE if step > 0 else at - k * _SAMPLE
+        return len(compress(view[first : first + _SAMPLE], frame)) > limit
+
+    if pieces == 0 or not incompressible(1):
+        return 0
+    low, high = 1, pieces  # piece ``low`` is incompressible; the answer is in [low, high]
+    while low < high:
+        mid = (low + high + 1) // 2
+        if incompressible(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _block_incompressible(view: memoryview) -> bool:
+    """Whether the samples ``_incompressible_segments`` would probe, every segment's head and
+    tail, barely shrink (``_BLOCK_STORED_RATIO``) when probed together, a quarter of the block
+    per call: then the whole block is stored. A block of random or compressed data answers
+    after four calls instead of two per segment; a block with more than a few compressible
+    segments fails in the first quarter that holds them and is probed segment by segment."""
+    n = len(view)
+    whole = n - n % _SEGMENT
+    if not whole:
+        return False
+    zc = _probe_compressor()
+    tail = _SEGMENT - _SAMPLE
+    quarter = max(_SEGMENT, whole // 4 - whole // 4 % _SEGMENT)
+    for first in range(0, whole, quarter):
+        samples = b"".join([view[i + off : i + off + _SAMPLE]
+                            for i in range(first, min(first + quarter, whole), _SEGMENT)
+                            for off in (0, tail)])
+        if len(zc.compress(samples, zc.FLUSH_FRAME)) <= len(samples) * _BLOCK_STORED_RATIO:
+            return False
+    return True
+
+
 def _stored(view: memoryview, out: list[bytes | memoryview]) -> None:
     for i in range(0, len(view), _STORED_MAX):
         piece = view[i : i + _STORED_MAX]
@@ -209,30 +289,27 @@ def _stored(view: memoryview, out: list[bytes | memoryview]) -> None:
 def _deflate_block(block: bytes, zdict: bytes, level: int) -> bytes:
     """Raw deflate of ``block`` ending byte-aligned (sync flush), never a final block.
 
-    Segments are probed; runs of incompressible ones become stored blocks, runs of the others
-    are deflated with a fresh stream whose dictionary is the previous block's tail when the run
-    starts the block and that tail was deflated too (after a stored run, a dictionary of random
-    bytes would cost time and find nothing)."""
+    A block whose samples all barely shrink is stored whole. Otherwise it is cut into runs
+    (``_runs``): stored runs become stored blocks, the others are deflated with a fresh stream
+    whose dictionary is the previous block's tail when the run starts the block and that tail
+    was deflated too (after a stored run, a dictionary of random bytes would cost time and
+    find nothing)."""
     view = memoryview(block)
-    n = len(view)
-    flags = _incompressible_segments(view)
     out: list[bytes | memoryview] = []
-    i = 0
-    while i < len(flags):
-        j = i
-        while j < len(flags) and flags[j] == flags[i]:
-            j += 1
-        run = view[i * _SEGMENT : min(j * _SEGMENT, n)]
-        if flags[i]:
+    if _block_incompressible(view):
+        _stored(view, out)
+        return b"".join(out)
+    for start, end, stored in _runs(view):
+        run = view[start:end]
+        if stored:
             _stored(run, out)
         else:
-            if i == 0 and zdict and not _incompressible(zdict[-_SEGMENT:]):
+            if start == 0 and zdict and not _incompressible(zdict[-_SEGMENT:]):
                 c = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_DEFAULT_STRATEGY, zdict)
             else:
                 c = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_DEFAULT_STRATEGY)
             out.append(c.compress(run))
             out.append(c.flush(zlib_ng.Z_SYNC_FLUSH))
-        i = j
     return b"".join(out)
 
 
@@ -258,8 +335,11 @@ class ParallelGzipWriter:
         n = len(data)
         self._crc = zlib_ng.crc32(data, self._crc)
         self._size += n
-        self._buf += data
         bs = self._block_size
+        if n == bs and not self._buf:  # a whole block at a block's offset (the tar's batches)
+            self._submit(bytes(data))
+            return n
+        self._buf += data
         if len(self._buf) >= bs:
             view = memoryview(self._buf)
             start = 0

@@ -214,3 +214,77 @@ def test_segments_are_probed_in_one_loop_as_one_by_one(pieces: list[tuple[bool, 
     one_by_one = [compression._incompressible(view[i : i + seg])
                   for i in range(0, len(view), seg)]
     assert compression._incompressible_segments(view) == one_by_one
+
+
+def _lines(n: int) -> bytes:
+    """``n`` bytes of numbered text lines: every 512-byte piece of it compresses."""
+    return b"".join(b"line %d of some text\n" % i for i in range(n // 10 + 1))[:n]
+
+
+def _inflated(raw_deflate: bytes) -> bytes:
+    return zlib.decompressobj(-15).decompress(raw_deflate + b"\x03\x00")
+
+
+def test_a_block_of_random_bytes_is_stored_without_probing_its_segments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A random block is stored whole without probing its segments; a block with a tenth of
+    text is probed segment by segment and its text deflated."""
+    from ocibuild.fs import compression
+
+    probed: list[int] = []
+    per_segment = compression._incompressible_segments
+    monkeypatch.setattr(compression, "_incompressible_segments",
+                        lambda view: probed.append(len(view)) or per_segment(view))
+    random_block = os.urandom(1 << 20)
+    out = compression._deflate_block(random_block, b"", 6)
+    assert probed == []
+    assert len(out) == len(random_block) + 5 * 17  # stored pieces of at most 65,535 bytes
+    assert _inflated(out) == random_block
+
+    tenth = random_block[: (1 << 20) - (1 << 17)] + _lines(1 << 17)
+    out = compression._deflate_block(tenth, b"", 6)
+    assert probed == [1 << 20]
+    assert len(out) < len(tenth) - (1 << 17) * 0.8
+    assert _inflated(out) == tenth
+
+
+def test_a_stored_run_takes_the_random_pieces_at_its_edges() -> None:
+    """Random bytes that begin and end inside segments: the stored run reaches the 512-byte
+    pieces at both ends, not only the segments that are random throughout (which would leave
+    the random bytes of two segments to deflate), and the runs cover the block in order."""
+    from ocibuild.fs import compression
+
+    start, end = 5 * 1024, 47 * 512  # segments 1 and 5 are part text, part random
+    data = _lines(start) + os.urandom(end - start) + _lines(8000)
+    runs = compression._runs(memoryview(data))
+    assert [(a, b) for a, b, stored in runs if stored] == [(start, end)]
+    assert runs[0][0] == 0 and runs[-1][1] == len(data)
+    assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(runs, runs[1:], strict=False))
+    assert _inflated(compression._deflate_block(data, b"", 6)) == data
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 9000)), min_size=1, max_size=40),
+       st.integers(0, 4095))
+def test_runs_cover_the_block_and_only_widen_the_stored_segments(
+    pieces: list[tuple[bool, int]], cut: int,
+) -> None:
+    """Whatever the mix: the runs cover the block in order and alternate, every segment
+    probed incompressible stays stored, a stored run only gains whole pieces, and the block
+    deflates back to itself."""
+    from ocibuild.fs import compression
+
+    data = b"".join(os.urandom(n) if rnd else _lines(n) for rnd, n in pieces)
+    data = data[: max(1, len(data) - cut)]
+    view = memoryview(data)
+    runs = compression._runs(view)
+    assert runs[0][0] == 0 and runs[-1][1] == len(data)
+    assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(runs, runs[1:], strict=False))
+    seg = compression._SEGMENT
+    stored = [(a, b) for a, b, is_stored in runs if is_stored]
+    for i, flag in enumerate(compression._incompressible_segments(view)):
+        if flag:
+            assert any(a <= i * seg and min((i + 1) * seg, len(data)) <= b for a, b in stored)
+    assert all(a % compression._SAMPLE == 0 for a, _ in stored)
+    assert _inflated(compression._deflate_block(data, b"", 6)) == data
