@@ -29,6 +29,7 @@ from ocibuild import mediatypes
 from ocibuild.digest import Digest, DigestingWriter
 from ocibuild.errors import ContentError
 from ocibuild.fs.compression import Compressor, open_compressor
+from ocibuild.fs.forked import Copy, open_copy
 from ocibuild.fs.ownership import OwnershipRecord
 from ocibuild.fs.tarformat import BLOCK, EntryKind, TarEntry, encode_header
 
@@ -105,20 +106,22 @@ def write_layer(
 
     ``also=(path, compression, level)`` writes a second blob of the same tar in another
     compression in the same pass (``LayerBlob.copy``): an uncompressed layer for the store
-    and the compressed one an output will send, without reading the first back.
+    and the compressed one an output will send, without reading the first back. The copy is
+    compressed in a forked child process when this one has a single thread (``fs.forked``).
     """
     changes = _checked_order(changes) if ordered else _sorted_changes(changes)
     plain = compression in ("none", "uncompressed")
     comp: Compressor | None = None
     sink: _TarSink | None = None
-    second: DigestingWriter | None = None
+    second: Copy | None = None
     with contextlib.ExitStack() as files:
         try:
             blob = DigestingWriter(files.enter_context(open(dest, "wb")))
             comp = open_compressor(blob, compression, level, threads)
             if also is not None:
-                second = DigestingWriter(files.enter_context(open(also[0], "wb")))
-                comp = _Tee(comp, open_compressor(second, also[1], also[2], threads))
+                copy_file = files.enter_context(open(also[0], "wb"))
+                second = open_copy(copy_file.fileno(), also[1], also[2], threads)
+                comp = _Tee(comp, second)
             # Uncompressed, the blob is the tar: one hash gives both digests.
             sink = _TarSink(comp, threaded=not plain or second is not None, hashed=not plain)
             writer = _LayerWriter(sink, ownership, source_date_epoch, xattr_names)

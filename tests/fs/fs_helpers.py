@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +45,22 @@ def mount_overlay(ov: Overlay) -> None:
 
 def umount(path: Path) -> None:
     subprocess.run(["umount", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size: str, random_files: int) -> Iterator[tuple[Path, Path]]:
+    """``(tree, disk)``: a tree of ``random_files`` random 1 MiB files, and an empty tmpfs of
+    ``size`` mounted for the block (root only) to fill up."""
+    if not IS_ROOT:
+        pytest.skip("mounting a small tmpfs needs root")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(random_files):
+        (tree / f"f{i}").write_bytes(os.urandom(1 << 20))
+    disk = tmp_path / "small"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+    try:
+        yield tree, disk
+    finally:
+        umount(disk)

@@ -144,29 +144,18 @@ def test_mixed_random_and_text_is_valid_deterministic_and_still_compresses(
 def test_write_layer_error_in_the_feeder_thread_reaches_the_caller(tmp_path: Path) -> None:
     """A full disk while the gzip feeder thread writes: write_layer raises it, removes the
     partial blob and leaves no thread behind."""
-    from fs_helpers import IS_ROOT
+    from fs_helpers import small_disk
 
     from ocibuild.fs.diff import overlay_changes
     from ocibuild.fs.layer import write_layer
 
-    if not IS_ROOT:
-        pytest.skip("mounting a small tmpfs needs root")
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    for i in range(8):
-        (tree / f"f{i}").write_bytes(os.urandom(1 << 20))
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
-    try:
+    with small_disk(tmp_path, "2m", 8) as (tree, small):
         before = threading.active_count()
         with pytest.raises(OSError) as info:
             write_layer(overlay_changes(tree), small / "layer", "gzip")
         assert info.value.errno == 28  # ENOSPC
         assert not (small / "layer").exists()
         assert threading.active_count() == before
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_layers_crossing_many_batches_hash_and_unpack_right(tmp_path: Path) -> None:
