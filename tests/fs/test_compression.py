@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ocibuild.errors import ContentError
-from ocibuild.fs.compression import ParallelGzipWriter, open_compressor, open_decompressed
+from ocibuild.fs import pgzip as gzip_blocks
+from ocibuild.fs.compression import open_compressor, open_decompressed
+from ocibuild.fs.pgzip import ParallelGzipWriter
 
 BS = 4096  # small blocks so a test crosses many block boundaries
 
@@ -194,15 +196,13 @@ def test_segments_are_probed_in_one_loop_as_one_by_one(pieces: list[tuple[bool, 
                                                        cut: int) -> None:
     """The block-wide probe loop decides every segment as the per-segment probe does (random
     and text runs of any length, and a short last segment)."""
-    from ocibuild.fs import compression
-
     data = b"".join(os.urandom(n) if rnd else (b"line %d of text\n" % n) * (n // 14 + 1)
                     for rnd, n in pieces)
     view = memoryview(data[: max(1, len(data) - cut)])
-    seg = compression._SEGMENT
-    one_by_one = [compression._incompressible(view[i : i + seg])
+    seg = gzip_blocks._SEGMENT
+    one_by_one = [gzip_blocks._incompressible(view[i : i + seg])
                   for i in range(0, len(view), seg)]
-    assert compression._incompressible_segments(view) == one_by_one
+    assert gzip_blocks._incompressible_segments(view) == one_by_one
 
 
 def _lines(n: int) -> bytes:
@@ -219,20 +219,18 @@ def test_a_block_of_random_bytes_is_stored_without_probing_its_segments(
 ) -> None:
     """A random block is stored whole without probing its segments; a block with a tenth of
     text is probed segment by segment and its text deflated."""
-    from ocibuild.fs import compression
-
     probed: list[int] = []
-    per_segment = compression._incompressible_segments
-    monkeypatch.setattr(compression, "_incompressible_segments",
+    per_segment = gzip_blocks._incompressible_segments
+    monkeypatch.setattr(gzip_blocks, "_incompressible_segments",
                         lambda view: probed.append(len(view)) or per_segment(view))
     random_block = os.urandom(1 << 20)
-    out = compression._deflate_block(random_block, b"", 6)
+    out = gzip_blocks._deflate_block(random_block, b"", 6)
     assert probed == []
     assert len(out) == len(random_block) + 5 * 17  # stored pieces of at most 65,535 bytes
     assert _inflated(out) == random_block
 
     tenth = random_block[: (1 << 20) - (1 << 17)] + _lines(1 << 17)
-    out = compression._deflate_block(tenth, b"", 6)
+    out = gzip_blocks._deflate_block(tenth, b"", 6)
     assert probed == [1 << 20]
     assert len(out) < len(tenth) - (1 << 17) * 0.8
     assert _inflated(out) == tenth
@@ -242,15 +240,13 @@ def test_a_stored_run_takes_the_random_pieces_at_its_edges() -> None:
     """Random bytes that begin and end inside segments: the stored run reaches the 512-byte
     pieces at both ends, not only the segments that are random throughout (which would leave
     the random bytes of two segments to deflate), and the runs cover the block in order."""
-    from ocibuild.fs import compression
-
     start, end = 5 * 1024, 47 * 512  # segments 1 and 5 are part text, part random
     data = _lines(start) + os.urandom(end - start) + _lines(8000)
-    runs = compression._runs(memoryview(data))
+    runs = gzip_blocks._runs(memoryview(data))
     assert [(a, b) for a, b, stored in runs if stored] == [(start, end)]
     assert runs[0][0] == 0 and runs[-1][1] == len(data)
     assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(runs, runs[1:], strict=False))
-    assert _inflated(compression._deflate_block(data, b"", 6)) == data
+    assert _inflated(gzip_blocks._deflate_block(data, b"", 6)) == data
 
 
 @settings(max_examples=40, deadline=None)
@@ -262,18 +258,16 @@ def test_runs_cover_the_block_and_only_widen_the_stored_segments(
     """Whatever the mix: the runs cover the block in order and alternate, every segment
     probed incompressible stays stored, a stored run only gains whole pieces, and the block
     deflates back to itself."""
-    from ocibuild.fs import compression
-
     data = b"".join(os.urandom(n) if rnd else _lines(n) for rnd, n in pieces)
     data = data[: max(1, len(data) - cut)]
     view = memoryview(data)
-    runs = compression._runs(view)
+    runs = gzip_blocks._runs(view)
     assert runs[0][0] == 0 and runs[-1][1] == len(data)
     assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(runs, runs[1:], strict=False))
-    seg = compression._SEGMENT
+    seg = gzip_blocks._SEGMENT
     stored = [(a, b) for a, b, is_stored in runs if is_stored]
-    for i, flag in enumerate(compression._incompressible_segments(view)):
+    for i, flag in enumerate(gzip_blocks._incompressible_segments(view)):
         if flag:
             assert any(a <= i * seg and min((i + 1) * seg, len(data)) <= b for a, b in stored)
-    assert all(a % compression._SAMPLE == 0 for a, _ in stored)
-    assert _inflated(compression._deflate_block(data, b"", 6)) == data
+    assert all(a % gzip_blocks._SAMPLE == 0 for a, _ in stored)
+    assert _inflated(gzip_blocks._deflate_block(data, b"", 6)) == data
