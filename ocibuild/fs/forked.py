@@ -48,9 +48,12 @@ def open_copy(fd: int, compression: str, level: int | None, threads: int | None,
     """A compressor writing ``compression`` into the open file ``fd`` and hashing it.
 
     ``child``: compress in a forked child process; by default, when this process has a
-    single thread (see the module docstring)."""
+    single thread (see the module docstring) and can fork."""
     if child is None:
-        child = threading.active_count() == 1
+        if threading.active_count() == 1:
+            with contextlib.suppress(OSError):  # no fork (a process limit): compress here
+                return ForkedCompressor(fd, compression, level, threads)
+        child = False
     if child:
         return ForkedCompressor(fd, compression, level, threads)
     return _InProcess(fd, compression, level, threads)
@@ -99,7 +102,12 @@ class ForkedCompressor:
         answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # a smaller pipe only costs more switches
             fcntl.fcntl(data_w, _F_SETPIPE_SZ, _PIPE_SIZE)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for end in (data_r, data_w, answer_r, answer_w):
+                os.close(end)
+            raise
         if pid == 0:  # pragma: no cover - runs in the child, reported through the answer pipe
             code = 1
             try:

@@ -165,3 +165,23 @@ def test_write_layer_on_a_full_disk_removes_both_files(tmp_path: Path,
         assert not (small / "copy").exists()
         assert threading.active_count() == before
         assert _forked_children() == []
+
+
+def test_a_process_that_cannot_fork_compresses_in_itself(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """fork fails (EAGAIN: a process limit): the copy is made here, no descriptor leaks."""
+    def no_fork() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(forked.os, "fork", no_fork)
+    fds = len(os.listdir("/proc/self/fd"))
+    with open(tmp_path / "copy", "wb") as f:
+        copy = open_copy(f.fileno(), "gzip", None, 2)
+        assert not isinstance(copy, ForkedCompressor)
+        _feed(copy, b"some bytes" * 1000, 999)
+    assert gzip.decompress((tmp_path / "copy").read_bytes()) == b"some bytes" * 1000
+    assert len(os.listdir("/proc/self/fd")) == fds
+    with pytest.raises(OSError), open(tmp_path / "copy2", "wb") as f:
+        open_copy(f.fileno(), "gzip", None, 2, child=True)  # asked for: the error is raised
+    assert len(os.listdir("/proc/self/fd")) == fds
