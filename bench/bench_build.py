@@ -37,6 +37,10 @@ runs without push. Our package is byte-compiled first (into the bench's work dir
 installed one would be. Peak memory is the largest RSS of ``python -m ocibuild`` and its
 descendants over our runs (``wait4``).
 
+Each timed run starts after ``sync`` and a pause of ``OCIBUILD_BENCH_PAUSE`` seconds (default
+1): dirty pages the runs before it left (BuildKit's daemon writes its snapshots and blobs,
+ours its store) are written back first instead of during whichever run comes next.
+
 Nothing is deleted between the timed runs, and each case starts after ``sync`` and a pause
 (``OCIBUILD_BENCH_SETTLE`` seconds, default 240): on a journal-less ext4 (this machine's root)
 the kernel avoids reusing inodes freed in the last minutes, and every file created then costs a
@@ -88,6 +92,7 @@ FROM {reg}/busybox:latest
 COPY . /app/
 """
 FILES, CONTEXT_BYTES = 20_000, 300 * 1024 * 1024
+PAUSE = float(os.environ.get("OCIBUILD_BENCH_PAUSE", "1"))  # seconds before each timed run
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,12 @@ def _make_context(root: Path) -> None:
 
 
 def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str, float]:
-    """Runs ``cmd``: (wall seconds, stderr text, peak RSS MB of it and its descendants)."""
+    """Runs ``cmd``: (wall seconds, stderr text, peak RSS MB of it and its descendants).
+
+    First, not timed: ``sync`` and a short pause, so the run does not pay for the write-back
+    of what the runs before it (of either builder) and its own setup left dirty."""
+    os.sync()
+    time.sleep(PAUSE)
     with tempfile.TemporaryFile() as err:
         start = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
