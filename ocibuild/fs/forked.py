@@ -66,9 +66,7 @@ class _FdWriter:
         self._fd = fd
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        _write_all(self._fd, data)
         return len(data)
 
 

@@ -119,7 +119,7 @@ def write_layer(
             blob = DigestingWriter(files.enter_context(open(dest, "wb")))
             comp = open_compressor(blob, compression, level, threads)
             if also is not None:
-                copy_file = files.enter_context(open(also[0], "wb"))
+                copy_file = files.enter_context(open(also[0], "wb", buffering=0))
                 second = open_copy(copy_file.fileno(), also[1], also[2], threads)
                 comp = _Tee(comp, second)
             # Uncompressed, the blob is the tar: one hash gives both digests.

@@ -130,7 +130,7 @@ def _edge(view: memoryview, at: int, pieces: int, step: int) -> int:
     """How many of the ``pieces`` ``_SAMPLE``-byte pieces from ``at`` (forwards for ``step``
     1, backwards for -1) a stored run ending (or starting) at ``at`` takes: none when the
     first is compressible, else the count is bisected as if the pieces changed once, from
-    incompressible to compressible (what a random file ending inside a segment gives). Five
+    incompressible to compressible (what a random file ending inside a segment gives). Four
     probes at most for a segment of eight pieces, one when the first piece compresses."""
     zc = _probe_compressor()
     compress, frame = zc.compress, zc.FLUSH_FRAME
