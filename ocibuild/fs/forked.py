@@ -49,11 +49,9 @@ def open_copy(fd: int, compression: str, level: int | None, threads: int | None,
 
     ``child``: compress in a forked child process; by default, when this process has a
     single thread (see the module docstring) and can fork."""
-    if child is None:
-        if threading.active_count() == 1:
-            with contextlib.suppress(OSError):  # no fork (a process limit): compress here
-                return ForkedCompressor(fd, compression, level, threads)
-        child = False
+    if child is None and threading.active_count() == 1:
+        with contextlib.suppress(OSError):  # no fork (a process limit): compress here
+            return ForkedCompressor(fd, compression, level, threads)
     if child:
         return ForkedCompressor(fd, compression, level, threads)
     return _InProcess(fd, compression, level, threads)

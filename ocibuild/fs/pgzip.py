@@ -132,13 +132,10 @@ def _edge(view: memoryview, at: int, pieces: int, step: int) -> int:
     first is compressible, else the count is bisected as if the pieces changed once, from
     incompressible to compressible (what a random file ending inside a segment gives). Four
     probes at most for a segment of eight pieces, one when the first piece compresses."""
-    zc = _probe_compressor()
-    compress, frame = zc.compress, zc.FLUSH_FRAME
-    limit = _SAMPLE * _STORED_RATIO
 
     def incompressible(k: int) -> bool:  # the k-th piece from ``at``, counting from 1
         first = at + (k - 1) * _SAMPLE if step > 0 else at - k * _SAMPLE
-        return len(compress(view[first : first + _SAMPLE], frame)) > limit
+        return _incompressible(view[first : first + _SAMPLE])
 
     if pieces == 0 or not incompressible(1):
         return 0
