@@ -30,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import requests, pyzstd, zlib_ng, pytest, hypothesis, cryptography, ruff, pytest_timeout' 2>/dev/null; then
+if ! "$PYTHON" -c 'import requests, pyzstd, zlib_ng, pytest, hypothesis, cryptography, ruff, pytest_timeout, ocibuild.fs.zstdlib' 2>/dev/null; then
   "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
 fi
 "$PYTHON" -c 'import ocibuild' 2>/dev/null || "$PYTHON" -m pip install -q --no-deps -e .
@@ -38,7 +38,7 @@ fi
 # A world-readable virtual environment for tests that run as an unprivileged user (the build
 # machine's own Python may live under /root).
 VENV=/opt/ocibuild-test-venv
-if [ "$(id -u)" = 0 ] && ! "$VENV/bin/python" -c 'import requests, pyzstd, zlib_ng, pytest, hypothesis, cryptography, pytest_timeout' 2>/dev/null; then
+if [ "$(id -u)" = 0 ] && ! "$VENV/bin/python" -c 'import requests, pyzstd, zlib_ng, pytest, hypothesis, cryptography, pytest_timeout, ocibuild.fs.zstdlib' 2>/dev/null; then
   /usr/bin/python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check requests pyzstd zlib-ng pytest hypothesis cryptography pytest-timeout
+  "$VENV/bin/pip" install -q --disable-pip-version-check requests 'pyzstd>=0.19' zlib-ng pytest hypothesis cryptography pytest-timeout
 fi

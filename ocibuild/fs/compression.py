@@ -23,25 +23,15 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from zlib_ng import zlib_ng
 
 from ocibuild.errors import ContentError
+from ocibuild.fs import zstdlib
 from ocibuild.fs.pgzip import ParallelGzipWriter, Writable
 
-if TYPE_CHECKING:
-    import pyzstd
-
 _READ_CHUNK = 1 << 20
-
-
-def _zstd() -> Any:
-    """pyzstd, imported on first use: it costs ~25 ms (through typing_extensions and asyncio),
-    and a build that compresses nothing (its layers are committed plain) does not need it."""
-    import pyzstd
-
-    return pyzstd
 
 
 class Readable(Protocol):
@@ -86,24 +76,24 @@ class _PlainWriter:
 
 
 class _ZstdWriter:
-    """zstd with its own worker threads (pyzstd releases the GIL while compressing).
+    """zstd with its own worker threads (zstd releases the GIL while compressing).
 
     Measured against a thread of our own feeding a single-threaded compressor: that one used
     less CPU but was slower on a busy machine and peaked at 159 MB of RSS for a 1 GB layer."""
 
     def __init__(self, raw: Writable, level: int, workers: int):
         self._raw = raw
-        zstd = _zstd()
+        param = zstdlib.CompressionParameter
         params = {
-            zstd.CParameter.compressionLevel: level,
-            zstd.CParameter.checksumFlag: 1,
-            zstd.CParameter.nbWorkers: workers,
+            param.compression_level: level,
+            param.checksum_flag: 1,
+            param.nb_workers: workers,
         }
         if workers:  # always, see open_compressor
             # 4 MiB jobs: the default (several times the window) peaked above 100 MB of RSS
             # for a 1 GB layer and was not faster; the ratio cost is ~0.5%.
-            params[zstd.CParameter.jobSize] = 4 << 20
-        self._zc: pyzstd.ZstdCompressor | None = zstd.ZstdCompressor(params)
+            params[param.job_size] = 4 << 20
+        self._zc: zstdlib.ZstdCompressor | None = zstdlib.ZstdCompressor(options=params)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         assert self._zc is not None, "write after close"
@@ -172,7 +162,7 @@ def open_decompressed(stream: Readable) -> Iterator[Readable]:
         finally:
             reader.close()
     elif kind == "zstd":
-        with _zstd().ZstdFile(source, "rb") as zf:
+        with zstdlib.ZstdFile(source, "rb") as zf:
             yield _wrap_errors(zf, "zstd")
     elif kind == "bzip2":
         with bz2.BZ2File(source, "rb") as bf:  # type: ignore[call-overload]
@@ -192,7 +182,7 @@ class _wrap_errors:  # noqa: N801 - a tiny adapter, named like a function on pur
     def read(self, n: int = -1) -> bytes:
         try:
             return self._inner.read(n)
-        except (OSError, EOFError, ValueError, lzma.LZMAError, _zstd().ZstdError) as exc:
+        except (OSError, EOFError, ValueError, lzma.LZMAError, zstdlib.ZstdError) as exc:
             raise ContentError(f"corrupt {self._kind} stream: {exc}") from exc
 
 

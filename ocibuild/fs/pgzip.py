@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 from zlib_ng import zlib_ng
 
+from ocibuild.fs import zstdlib
+
 GZIP_BLOCK = 1 << 20
 _WINDOW = 32 * 1024
 # mtime 0, no name, OS 255 ("unknown"): Go's compress/gzip header, as BuildKit writes it; the
@@ -57,9 +59,7 @@ def _probe_compressor() -> Any:
     """This thread's zstd level-1 compressor for probes."""
     zc = getattr(_probe_local, "zc", None)
     if zc is None:
-        import pyzstd  # on first use: ~25 ms, and a build that compresses nothing skips it
-
-        zc = _probe_local.zc = pyzstd.ZstdCompressor(1)
+        zc = _probe_local.zc = zstdlib.ZstdCompressor(1)
     return zc
 
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-import pyzstd
-
 from ocibuild import mediatypes as mt
 from ocibuild.digest import Digest
 from ocibuild.errors import ContentError, OutputError
+from ocibuild.fs import zstdlib
 from ocibuild.image import Descriptor, Index, Manifest, parse_manifest
 from ocibuild.image._json import go_json
 from ocibuild.image.manifest import MAX_MANIFEST_SIZE
@@ -361,7 +360,7 @@ def _decompressed(blobs: BlobSource, layer: Descriptor, tmpdir: Path | None) -> 
                     size += len(chunk)
                     out.write(chunk)
                 src.read(1)  # let the source verify the compressed digest at EOF
-            except (OSError, EOFError, ValueError, pyzstd.ZstdError) as exc:
+            except (OSError, EOFError, ValueError, zstdlib.ZstdError) as exc:
                 raise ContentError(f"layer {layer.digest}: cannot decompress: {exc}") from exc
         diff = Descriptor(mt.DOCKER_LAYER, Digest("sha256", h.hexdigest()), size)
         yield _Spooled(Path(tmp), diff)
@@ -374,7 +373,7 @@ def _decompressor(compression: str, src: BinaryIO) -> BinaryIO:
     if compression == "gzip":
         return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
-        return pyzstd.ZstdFile(src, "rb")  # type: ignore[return-value]
+        return zstdlib.ZstdFile(src, "rb")  # type: ignore[return-value]
     raise ContentError(f"unsupported layer compression {compression!r}")
 
 

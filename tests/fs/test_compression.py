@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import subprocess
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -271,3 +272,24 @@ def test_runs_cover_the_block_and_only_widen_the_stored_segments(
             assert any(a <= i * seg and min((i + 1) * seg, len(data)) <= b for a, b in stored)
     assert all(a % gzip_blocks._SAMPLE == 0 for a, _ in stored)
     assert _inflated(gzip_blocks._deflate_block(data, b"", 6)) == data
+
+
+def test_compressing_imports_neither_asyncio_nor_typing_extensions(tmp_path: Path) -> None:
+    """Every commit's forked child compresses, and pays for every import on the step's
+    critical path: pyzstd's own import pulls asyncio in (~35 ms), ``fs.zstdlib`` must not.
+    A fresh interpreter compresses a layer both ways and lists what it imported."""
+    script = (
+        "import sys\n"
+        "from ocibuild.fs.compression import open_compressor\n"
+        "for kind in ('gzip', 'zstd'):\n"
+        "    with open(sys.argv[1], 'wb') as f:\n"
+        "        c = open_compressor(f, kind, threads=2)\n"
+        "        c.write(bytes(range(256)) * 8192)\n"
+        "        c.close()\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "               ('asyncio', 'typing_extensions', 'pyzstd'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "blob")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    assert (tmp_path / "blob").stat().st_size > 0
