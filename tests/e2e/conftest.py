@@ -72,6 +72,17 @@ ONBUILD_CONFIG = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def case_contexts() -> None:
+    """Every case's ``ctx`` directory, also the empty ones git does not keep: a test may
+    build a case before (or without) ``build_case`` making its directory."""
+    from e2e_harness import CASES
+
+    for case in CASES.iterdir():
+        if (case / "Dockerfile").is_file():
+            (case / "ctx").mkdir(exist_ok=True)
+
+
 @pytest.fixture(scope="session")
 def e2e_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e-store")
