@@ -331,9 +331,10 @@ def _build_one(options: BuildOptions) -> BuildResult:
             for f in futures:
                 f.result()  # the first failure, in plan order
         image = _finish(runner.results[plan.target].image, options.labels)
-        store.flush()  # every layer this build committed is in the store (or its error raised)
-        # The push below skips the blobs a stream completed (and shows them as sent).
+        # The push below skips the blobs a stream completed (and shows them as sent). Waited
+        # for first: the store's writer thread syncs the last layers meanwhile.
         streamed = uploads.settle() if uploads is not None else {}
+        store.flush()  # every layer this build committed is in the store (or its error raised)
         written, metadata, manifest_digest = write_outputs(outputs, image, store, images,
                                                            options, progress, streamed)
         _record_roots(store, image, options)
