@@ -2,9 +2,10 @@
 ocibuild [flags] CONTEXT``.
 
 Data flow (DESIGN.md): context + Dockerfile -> parse -> resolve FROM configs -> plan -> run the
-stages wave by wave (stages of a wave in parallel threads) -> final image -> outputs. Only the
-stages the target needs run; every external image is pulled once; an output appears whole or
-not at all (each writer builds beside its destination and renames).
+stages (all at once, in threads; a step that needs another stage waits for it) -> final
+image -> outputs. Only the stages the target needs run; every external image is pulled once;
+an output appears whole or not at all (each writer builds beside its destination and
+renames).
 
 Warnings (unused build args, the rootless single-id limitation) reach the user once each on
 the progress stream (``Progress.warn``) and are returned in ``BuildResult.warnings``. Pulled
@@ -28,9 +29,9 @@ from ocibuild.digest import Digest
 from ocibuild.errors import PlanError, UsageError
 from ocibuild.executor.progress import make_progress
 from ocibuild.executor.pull import ImageSource, NamedContext
-from ocibuild.executor.stage import BuildServices, StageRunner, now_rfc3339
+from ocibuild.executor.stage import BuildServices, StageRunner, StageStopped, now_rfc3339
 from ocibuild.image import Image, ImageConfig
-from ocibuild.plan.model import RunStep
+from ocibuild.plan.model import CopyStep, RunStep
 
 
 @dataclass(frozen=True)
@@ -320,16 +321,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
 
             uploads = services.uploads = StreamedUploads(lambda: images.client, push_target)
         runner = StageRunner(services, plan, local_dir=images.local_dir)
-        by_index = {s.index: s for s in plan.stages}
-        for wave in plan.groups:
-            stages = [by_index[i] for i in wave if i in by_index]
-            if len(stages) == 1:
-                runner.run_stage(stages[0])
-                continue
-            with ThreadPoolExecutor(max_workers=len(stages)) as pool:
-                futures = [pool.submit(runner.run_stage, s) for s in stages]
-            for f in futures:
-                f.result()  # the first failure, in plan order
+        _run_stages(runner, plan)
         image = _finish(runner.results[plan.target].image, options.labels)
         # The push below skips the blobs a stream completed (and shows them as sent). Waited
         # for first: the store's writer thread syncs the last layers meanwhile.
@@ -371,6 +363,24 @@ def _build_one(options: BuildOptions) -> BuildResult:
         if cache is not None:
             cache.close()
         store.close()  # its shared lock: ``prune --all`` may run once no build holds it
+
+
+def _run_stages(runner: StageRunner, plan: Any) -> None:
+    """Every stage at once, each in a thread; a step that needs another stage waits for it
+    (``StageRunner.result``). Raises the first failure in plan order, not counting the
+    stages a failure stopped."""
+    if len(plan.stages) == 1:
+        runner.run_stage(plan.stages[0])
+        return
+    if any(isinstance(step, CopyStep) for st in plan.stages for step in st.steps):
+        # Imported here, not by the first COPY: a thread importing while another forks a
+        # sandbox could leave the child waiting on the module's import lock.
+        import ocibuild.executor.copy  # noqa: F401
+    with ThreadPoolExecutor(max_workers=len(plan.stages), thread_name_prefix="stage") as pool:
+        futures = [pool.submit(runner.run_stage, s) for s in plan.stages]
+    failed = [f for f in futures if f.exception() is not None]
+    for f in sorted(failed, key=lambda f: isinstance(f.exception(), StageStopped)):
+        f.result()
 
 
 def build_root(options: BuildOptions) -> str:

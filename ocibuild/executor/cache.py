@@ -69,7 +69,7 @@ class CacheHit:
 
 class StepCache:
     """Reads (unless ``read`` is off: ``--no-cache``) and writes entries in ``store``.
-    Thread safe: stages of a wave share it; entries are files renamed into place."""
+    Thread safe: stages running side by side share it; entries are files renamed into place."""
 
     def __init__(self, store: Any, *, read: bool = True, source_date_epoch: int | None = None):
         self.store = store

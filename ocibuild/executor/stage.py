@@ -168,6 +168,11 @@ class StageRunner:
         self._local_dir = local_dir
         self.results: dict[int, StageResult] = {}
         self._lock = threading.Lock()
+        # Stages run side by side, each in its thread, and a step that needs another stage
+        # (FROM, COPY --from, RUN --mount from=) waits for it, as BuildKit's solver does: set
+        # when a stage ends, built or failed. A failure stops the others at their next step.
+        self._ended = {s.index: threading.Event() for s in plan.stages}
+        self._failed = threading.Event()
         self.exported = exported_stages(plan)
         self._current = threading.local()  # the stage a thread runs (a stage is one thread)
         # Removing a snapshot of many files costs as much as writing it: done in the
@@ -187,10 +192,16 @@ class StageRunner:
     # -- sources ---------------------------------------------------------------------------
 
     def result(self, index: int) -> StageResult:
+        """Stage ``index``'s result, once it is built (``StageStopped`` if it failed)."""
+        ended = self._ended.get(index)
+        if ended is not None:
+            ended.wait()
         with self._lock:
-            if index not in self.results:
-                raise ExecutionError(f"stage {index} has not been built yet")
-            return self.results[index]
+            if index in self.results:
+                return self.results[index]
+        if ended is not None:
+            raise StageStopped(f"stage {index} failed")
+        raise ExecutionError(f"stage {index} has not been built yet")
 
     def source_lowers(self, source: Source) -> tuple[Path, ...]:
         """The read-only layer stack a COPY/mount source stands for."""
@@ -238,6 +249,16 @@ class StageRunner:
     # -- the loop --------------------------------------------------------------------------
 
     def run_stage(self, stage: PlannedStage) -> StageResult:
+        try:
+            return self._run_stage(stage)
+        except BaseException:
+            self._failed.set()
+            raise
+        finally:
+            if stage.index in self._ended:
+                self._ended[stage.index].set()
+
+    def _run_stage(self, stage: PlannedStage) -> StageResult:
         total = len(stage.steps) + 1
         image, from_text = self.base(stage)
         if from_text:
@@ -249,6 +270,10 @@ class StageRunner:
         first_new = (self.result(stage.base.index).first_new if isinstance(stage.base, StageRef)
                      else len(image.config.history))
         for number, step in enumerate(stage.steps, start=2):
+            for index in _stages_used(step):
+                self.result(index)  # before the vertex starts: waiting is not running
+            if self._failed.is_set():
+                raise StageStopped(f"stage {stage.index} stopped: another stage failed")
             name = step_name(stage, number, total, instruction_text(step.instruction))
             vertex = self.s.progress.vertex(name)
             try:
@@ -462,6 +487,20 @@ class StageRunner:
         new = append(image, layer, history)
         self.s.adopt_upper(snap, chain_ids(new.config.diff_ids)[-1])
         return new
+
+
+class StageStopped(ExecutionError):
+    """A stage ended early because another stage failed (the build reports that failure)."""
+
+
+def _stages_used(step: Step) -> list[int]:
+    """The stages ``step`` reads from: COPY --from and RUN --mount from= a stage."""
+    match step:
+        case CopyStep(source=StageRef(index=index)):
+            return [index]
+        case RunStep(mounts=mounts):
+            return [m.source.index for m in mounts if isinstance(m.source, StageRef)]
+    return []
 
 
 def run_argv(cfg: dict[str, Any], step: RunStep) -> tuple[list[str], tuple[str, str] | None]:
