@@ -311,7 +311,7 @@ def _write_docker(out: OutputSpec, desc: Descriptor, store: Any) -> None:
 def _push(out: OutputSpec, image: Image, manifest: Manifest, store: Any, images: Any,
           vertex: Any = None, streamed: Mapping[Digest, int] | None = None) -> None:
     """Blobs (with a transfer line/bar each on ``vertex``), then the manifest. The layers in
-    ``streamed`` went up while the build committed them: shown as sent, found by ``HEAD``."""
+    ``streamed`` went up while the build committed them: shown as sent, not sent again."""
     refs = _names(out)
     client = images.client
 
@@ -327,7 +327,7 @@ def _push(out: OutputSpec, image: Image, manifest: Manifest, store: Any, images:
     # the registry falls back to an upload session when it cannot mount).
     origins = images.pulled_from() if hasattr(images, "pulled_from") else {}
     client.push_manifest_and_blobs(manifest, refs, store, mount_from=origins.get,
-                                   on_progress=on_progress)
+                                   on_progress=on_progress, present=streamed or ())
 
 
 def write_metadata(options: Any, result: Any) -> None:

@@ -9,7 +9,7 @@ image-level operations.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from functools import partial
@@ -291,13 +291,16 @@ class RegistryClient:
         config_raw: bytes | None = None,
         mount_from: Callable[[Digest], Reference | None] | None = None,
         on_progress: OnProgress | None = None,
+        present: Collection[Digest] = (),
     ) -> Digest:
         """Push ``manifest``'s blobs, then the manifest under every ref; returns its digest.
 
         Blobs go once per repository (tags of one repository share them), in parallel; the
         config from ``config_raw`` when given, else from ``store`` like the layers.
         ``mount_from(digest)`` names a repository of the same registry to mount a blob from
-        (where it was pulled from); further repositories mount from the first one pushed."""
+        (where it was pulled from); further repositories mount from the first one pushed.
+        ``present``: blobs the first repository is known to hold (the registry confirmed
+        their upload to this client), neither looked up nor sent there."""
         if not refs:
             raise RegistryError("push: no destination reference")
         blobs_to_send = [*manifest.layers, *([] if config_raw is not None else [manifest.config])]
@@ -309,10 +312,11 @@ class RegistryClient:
             def source(d: Descriptor, same: Reference | None = same) -> Reference | None:
                 return same or (mount_from(d.digest) if mount_from is not None else None)
 
-            self.parallel([partial(self.push_blob, target, d, store, source(d), on_progress)
-                           for d in blobs_to_send])
+            jobs = [partial(self.push_blob, target, d, store, source(d), on_progress)
+                    for d in blobs_to_send if first is not None or d.digest not in present]
             if config_raw is not None:
-                self.push_blob_bytes(target, manifest.config, config_raw)
+                jobs.append(partial(self.push_blob_bytes, target, manifest.config, config_raw))
+            self.parallel(jobs)
             first = first or target
         for r in refs:
             self.push_manifest(r, manifest.raw, manifest.media_type)

@@ -9,8 +9,8 @@ steps after it instead of waiting for the export.
 It is an optimisation, never the push itself. Every failure (the registry refuses a streamed
 ``PATCH``, a connection drops, the commit fails) abandons the stream quietly. The export runs
 only after every stream has ended (:meth:`StreamedUploads.settle`) and pushes as it always
-does: a blob a stream completed is found by its ``HEAD`` and skipped, anything else is
-uploaded then. The registry checks the digest given on the final ``PUT`` against the bytes
+does, except that a blob a stream completed is neither looked up nor sent again; anything
+else is uploaded then. The registry checks the digest given on the final ``PUT`` against the bytes
 it received, so a stream can only complete with the blob the commit hashed.
 """
 

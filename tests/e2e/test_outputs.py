@@ -253,6 +253,7 @@ def test_a_push_uploads_the_layers_while_they_are_committed(  # type: ignore[no-
     code = _build(["-f", str(df), "--progress", "quiet", "--no-cache", "--output",
                    f"type=image,name={ref},push=true", str(SEED / "ctx")], e2e_store, monkeypatch)
     assert code == 0
+    build_calls = list(fault_proxy.log)
     with RegistryClient() as client:
         manifest = client.fetch_manifest(ref)
         for layer in manifest.layers:
@@ -265,6 +266,10 @@ def test_a_push_uploads_the_layers_while_they_are_committed(  # type: ignore[no-
         assert blob_calls.count("POST") == 2 + layers + 1
         assert blob_calls.count("DELETE") == 2
     else:
-        # One upload session per blob: the export did not upload the streamed layers again.
+        # One upload session per blob: the export did not upload the streamed layers again,
+        # nor look them up (the build's HEADs are the base layer's and the config's).
         assert blob_calls.count("POST") == layers + 1
         assert "DELETE" not in blob_calls
+        streamed = {str(d.digest) for d in manifest.layers[-2:]}
+        heads = [p for m, p, _s, _r in build_calls if m == "HEAD"]
+        assert not [p for p in heads if p.rsplit("/", 1)[-1] in streamed], heads
