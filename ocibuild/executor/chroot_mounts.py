@@ -7,12 +7,12 @@ rootfs before the command and taken out again after it, so the layer never sees 
 - A read-only source (a bind, a secret) is copied in (``cp -a``, reflinks where possible) and
   removed afterwards. Read-only is not enforced: writes go to the copy and are discarded.
 - ``tmpfs`` is an empty 1777 directory, removed afterwards.
-- What the image had at the target is renamed aside for the RUN and put back; parents created
-  for a target are stubs (:class:`rootfs.Stubs`); the times of a target's parent are put back
-  when the RUN did not change that directory itself.
+- What the image had at the target is renamed aside for the RUN and put back, and the times of
+  its parent too when the RUN did not change that directory itself. A target the image did
+  not have, and the parents created for it, are mount stubs (:class:`rootfs.Stubs`).
 
 Runs in the sandbox's init (as root, ``chroot`` mode); :func:`restore` must run before
-``stubs.remove()`` (it puts parent times back to what the stubs recorded).
+``stubs.remove()`` (which removes the parents it created, once empty).
 """
 
 from __future__ import annotations
@@ -102,11 +102,15 @@ def place(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs, done: Pla
 
 def restore(done: Placement) -> None:
     """Undo :func:`place`, newest first: writable sources go back (with the RUN's writes),
-    copies and tmpfs dirs are removed, what the image had is put back, and a parent's times
-    are restored unless the RUN changed the directory itself."""
+    copies and tmpfs dirs are removed, what the image had is put back. A target the image
+    did not have was a mount stub: its parent keeps the times it had just before (BuildKit's
+    mount-stub cleaner, :meth:`rootfs.Stubs.remove`). The parent of one it had gets its
+    times from before the RUN back unless the RUN changed the directory itself."""
     untouched = {p for p, mtime in done.after.items()
                  if _mtime(p) == mtime}
+    stub_parents = {item.target.parent for item in done.placed if item.aside is None}
     for item in reversed(done.placed):
+        parent = os.stat(item.target.parent) if item.aside is None else None
         if item.kind == "moved" and item.source is not None:
             if os.path.lexists(item.target):
                 os.rename(item.target, item.source)
@@ -119,8 +123,12 @@ def restore(done: Placement) -> None:
             _remove(item.target)
         if item.aside is not None:
             os.rename(item.aside, item.target)
+        if parent is not None:
+            with contextlib.suppress(OSError):
+                os.utime(item.target.parent, ns=(parent.st_atime_ns, parent.st_mtime_ns),
+                         follow_symlinks=False)
     for parent, (atime, mtime) in done.parents.items():
-        if parent in untouched:
+        if parent in untouched and parent not in stub_parents:
             with contextlib.suppress(OSError):
                 os.utime(parent, ns=(atime, mtime), follow_symlinks=False)
 

@@ -89,12 +89,10 @@ def exit_code(status: int) -> int:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """``code``: exit code (128+N for signal N); ``restored``: directories (relative to the
-    root) whose times were put back after removing mount stubs; ``created``: working
-    directories made for the RUN, meant to be owned by ``uid:gid``."""
+    """``code``: exit code (128+N for signal N); ``created``: working directories made for
+    the RUN, meant to be owned by ``uid:gid``."""
 
     code: int
-    restored: tuple[str, ...]
     created: tuple[str, ...]
     uid: int
     gid: int
@@ -148,11 +146,10 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
             from ocibuild.executor import chroot_mounts
 
             chroot_mounts.restore(placement)
-        restored = stubs.remove()
+        stubs.remove()
         if mounts:
             rootfs.teardown(mounts[:1])
-    return RunOutcome(exit_code(status), tuple(os.path.relpath(p, root) for p in restored),
-                      created, uid, gid)
+    return RunOutcome(exit_code(status), created, uid, gid)
 
 
 def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> list[Path]:

@@ -2,10 +2,11 @@
 
 Runs inside the sandbox's init process (see :mod:`ocibuild.executor.sandbox`), with the snapshot
 already mounted at ``root``. Nothing set up here may reach the layer: mounts live in the private
-mount namespace, and every mount point that had to be created (a *stub*: ``/proc`` or
-``/etc/hosts`` missing from the image) is removed afterwards and its parent's mtime put back, so
-the diff shows no trace of it (BuildKit's mount-stub cleaner does the same). In the single-id
-rootless mode apt is also pointed at a config on the /dev tmpfs (:func:`keep_apt_as_root`).
+mount namespace, and every mount point that had to be created (a *stub*: ``/etc/hosts`` or a
+``--mount`` target missing from the image) is removed afterwards as BuildKit's mount-stub
+cleaner removes it: its parent keeps the time the stub gave it (:meth:`Stubs.remove`). In
+the single-id rootless mode apt is also pointed at a config on the /dev tmpfs
+(:func:`keep_apt_as_root`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ DEFAULT_HOSTNAME = "buildkitsandbox"
 
 @dataclass
 class Stubs:
-    """Paths created only to mount on, and the parent mtimes to restore (mutable bookkeeping)."""
+    """Paths created only to mount on (mutable bookkeeping), removed after the RUN.
 
-    created: list[Path] = field(default_factory=list)
-    # parent -> (atime_ns, mtime_ns before we touched it, mtime_ns right after our last stub)
-    parents: dict[Path, tuple[int, int, int]] = field(default_factory=dict)
+    A stub's ``kind``: ``mount`` (a mount point: removed only when empty), ``content`` (a
+    file we filled, chroot mode's hosts and resolv.conf: always removed) or ``hidden`` (chroot
+    mode's device nodes, where BuildKit mounts a tmpfs: its parent's times are put back as
+    they were before it)."""
+
+    created: list[tuple[Path, str]] = field(default_factory=list)
+    # parent of hidden stubs -> (atime_ns, mtime_ns before the first, mtime_ns after the last)
+    hidden_parents: dict[Path, tuple[int, int, int]] = field(default_factory=dict)
 
     def ensure(self, path: Path, is_dir: bool) -> None:
         """Make ``path`` exist (file or directory), recording whatever had to be created."""
@@ -45,42 +51,45 @@ class Stubs:
             self.create(path, lambda: os.close(os.open(path, os.O_WRONLY | os.O_CREAT
                                                        | os.O_EXCL, 0o644)))
 
-    def create(self, path: Path, make: Callable[[], object]) -> None:
+    def create(self, path: Path, make: Callable[[], object], kind: str = "mount") -> None:
         """Run ``make`` (which creates ``path``) and remember ``path`` as a stub."""
         self.ensure(path.parent, True)
-        before = os.stat(path.parent)
+        before = os.stat(path.parent) if kind == "hidden" else None
         make()
-        after = os.stat(path.parent)
-        self.created.append(path)
-        old = self.parents.get(path.parent)
-        first = (old[0], old[1]) if old else (before.st_atime_ns, before.st_mtime_ns)
-        self.parents[path.parent] = (first[0], first[1], after.st_mtime_ns)
+        self.created.append((path, kind))
+        if before is not None:
+            old = self.hidden_parents.get(path.parent)
+            first = old[:2] if old else (before.st_atime_ns, before.st_mtime_ns)
+            self.hidden_parents[path.parent] = (*first, os.stat(path.parent).st_mtime_ns)
 
-    def remove(self) -> list[Path]:
-        """Delete the stubs newest first (directories only when empty: anything a RUN put in
-        one is the RUN's) and put back the times of parents the RUN did not write to.
-
-        Returns those parents: an overlay snapshot prunes them from its upper dir when they were
-        copied up for our stubs alone.
-        """
+    def remove(self) -> None:
+        """Delete the stubs newest first, as BuildKit's mount-stub cleaner does: a mount point
+        only when empty (what a RUN put there is the RUN's), each time putting its parent's
+        times back to what they were just before the removal. So the parent keeps the time
+        the stub (or the RUN) gave it and is in the layer, as in BuildKit's: a RUN on an image
+        without /etc/hosts changes /etc. Hidden stubs' parents get their old times back where
+        the RUN did not write to them."""
         untouched = []
-        for parent, (atime, mtime, ours) in self.parents.items():
+        for parent, (atime, mtime, ours) in self.hidden_parents.items():
             with contextlib.suppress(OSError):
                 if os.stat(parent).st_mtime_ns == ours:
                     untouched.append((parent, atime, mtime))
-        for path in reversed(self.created):
+        for path, kind in reversed(self.created):
             with contextlib.suppress(OSError):
-                if stat.S_ISDIR(os.lstat(path).st_mode):
+                st = os.lstat(path)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if is_dir and os.listdir(path) or kind == "mount" and st.st_size and not is_dir:
+                    continue
+                parent = os.stat(path.parent)
+                if is_dir:
                     os.rmdir(path)
                 else:
                     os.unlink(path)
-        restored = []
-        for parent, atime, mtime in sorted(untouched, reverse=True):
-            if os.path.isdir(parent):
-                with contextlib.suppress(OSError):
-                    os.utime(parent, ns=(atime, mtime), follow_symlinks=False)
-                    restored.append(parent)
-        return restored
+                os.utime(path.parent, ns=(parent.st_atime_ns, parent.st_mtime_ns),
+                         follow_symlinks=False)
+        for parent, atime, mtime in untouched:
+            with contextlib.suppress(OSError):
+                os.utime(parent, ns=(atime, mtime), follow_symlinks=False)
 
 
 def _mount_point(path: Path) -> None:
@@ -248,7 +257,7 @@ def setup_chroot(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
     for source, name in ((hosts, "hosts"), (resolv, "resolv.conf")):
         target = root / "etc" / name
         if not os.path.lexists(target):
-            stubs.create(target, functools.partial(shutil.copyfile, source, target))
+            stubs.create(target, functools.partial(shutil.copyfile, source, target), "content")
     # The mount points runc makes stay, as in the namespaced modes (nothing is mounted there).
     for name in ("proc", "sys"):
         _mount_point(root / name)
@@ -260,7 +269,7 @@ def setup_chroot(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
             continue
         with contextlib.suppress(OSError):
             rdev = os.stat(f"/dev/{name}").st_rdev
-            stubs.create(node, functools.partial(_make_device, node, rdev))
+            stubs.create(node, functools.partial(_make_device, node, rdev), "hidden")
 
 
 def _make_device(node: Path, rdev: int) -> None:

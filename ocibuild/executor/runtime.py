@@ -315,7 +315,6 @@ def _run(snap: Snapshot, spec: RunSpec, iso: Isolation, *, out_fd: int) -> int:
         if keep:
             with contextlib.suppress(OSError):
                 os.waitpid(keep, 0)
-    snapshots.prune_stub_parents(snap, outcome.restored)
     if not iso.owns_files and (outcome.uid, outcome.gid) != (0, 0):
         # One id on disk: what the RUN's user created (and the working directory BuildKit
         # chowns to it) would come out as root's. Record the user as their owner instead;

@@ -133,30 +133,6 @@ def unmount(snap: Snapshot) -> None:
         shutil.rmtree(snap.path / "work" / "work" / "incompat", ignore_errors=True)
 
 
-def prune_stub_parents(snap: Snapshot, parents: Sequence[str]) -> None:
-    """Drop upper-dir directories that exist only because a mount stub was made in them (empty,
-    not opaque, metadata equal to the lower's); runs with the overlay unmounted."""
-    if snap.kind == "copy":
-        return
-    for rel in sorted(parents, key=len, reverse=True):
-        if rel in (".", ""):
-            continue
-        upper = snap.upper / rel
-        lower = next((lo / rel for lo in snap.lowers if os.path.lexists(lo / rel)), None)
-        try:
-            up = os.lstat(upper)
-            if lower is None or not stat.S_ISDIR(up.st_mode) or any(os.scandir(upper)):
-                continue
-            if any(_xattr(upper, name) == b"y" for name in OPAQUE_XATTRS):
-                continue
-            lo = os.lstat(lower)
-            if (up.st_mode, up.st_uid, up.st_gid, up.st_mtime_ns) == (
-                    lo.st_mode, lo.st_uid, lo.st_gid, lo.st_mtime_ns):
-                os.rmdir(upper)
-        except OSError:
-            continue
-
-
 def normalize_fuse_upper(snap: Snapshot) -> None:
     """Rewrite a fuse-overlayfs upper dir into the kernel's format, which the diff reads.
 

@@ -78,11 +78,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     },
 }
 # case -> why ocibuild still differs (strict xfail: fixing it asks for the entry's removal)
-KNOWN = {
-    "fs-run-stub-mtimes": "executor/rootfs.py Stubs.remove puts a stub parent's old times back "
-                          "and snapshot.prune_stub_parents rmdirs it from the upper dir, which "
-                          "changes the grandparent's mtime instead (/opt NOW, /opt/a old)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _mtimes(layout: Path) -> dict[str, int]:

@@ -121,8 +121,18 @@ def test_hosts_resolv_hostname_and_stubs_leave_no_trace(sandbox_runtime: Runtime
         code, out = run(sandbox_runtime, snap, "test -d /sys/class && ! touch /sys/x 2>/dev/null")
         assert code == 0, out
     # Nothing of /etc/hosts or /etc/resolv.conf (absent from the image) or of the device nodes
-    # remains: no empty stub, no whiteout, not even /etc as a changed directory.
-    assert layer_entries(sandbox_runtime, snap, tmp_path) == {}
+    # remains: no empty stub, no whiteout. /etc is in the layer, as in BuildKit's: its mount-stub
+    # cleaner leaves a stub's parent with the time the stub gave it.
+    assert _unchanged(snap, layer_entries(sandbox_runtime, snap, tmp_path))
+
+
+def _unchanged(snap: Snapshot, entries: dict[str, tarfile.TarInfo]) -> bool:
+    """Whether ``entries`` are the layer of a RUN that changed nothing, on an image with /etc
+    but no /etc/hosts: /etc alone (its new mtime), but nothing from the copy snapshotter, whose
+    double walk does not count a directory's mtime as a change (``fs.diff``)."""
+    if snap.kind == "copy":
+        return entries == {}
+    return set(entries) == {"etc"} and entries["etc"].isdir() and entries["etc"].mode == 0o755
 
 
 def test_missing_mount_points_stay_like_runc_leaves_them(sandbox_runtime: Runtime,
@@ -217,7 +227,8 @@ def test_run_mounts_are_seen_and_leave_no_trace(sandbox_runtime: Runtime, snap: 
     assert (code, out) == (0, f"from host\n{ro}ok\n")
     assert (src / "out").read_text() == "kept\n"
     assert not (src / "no").exists()
-    assert layer_entries(sandbox_runtime, snap, tmp_path) == {}
+    # The targets (and /mnt, /var, /var/cache, absent from this image) were stubs, all gone.
+    assert _unchanged(snap, layer_entries(sandbox_runtime, snap, tmp_path))
 
 
 def test_a_mount_over_image_content_leaves_it_be(sandbox_runtime: Runtime, snap: Snapshot,
@@ -242,7 +253,8 @@ def test_a_mount_over_image_content_leaves_it_be(sandbox_runtime: Runtime, snap:
     code, out = run(sandbox_runtime, snap, "cat /srv/data/f; stat -c %Y /srv/data /srv")
     assert (code, out) == (0, "image\n1000000000\n1000000000\n")
     entries = layer_entries(sandbox_runtime, snap, tmp_path)
-    assert sorted(entries) == ["srv", "srv/data", "srv/data/f"]
+    assert sorted(entries) == [*(["etc"] if snap.kind != "copy" else []),
+                               "srv", "srv/data", "srv/data/f"]
     if snap.kind != "fuse-overlayfs":  # XXX: its copy-up of a mount point takes a new mtime
         assert entries["srv"].mtime == entries["srv/data"].mtime == 1000000000
 
@@ -258,7 +270,7 @@ def test_dev_nodes_are_writable_by_any_user(sandbox_runtime: Runtime, snap: Snap
     code, out = run(sandbox_runtime, snap, script, user="65534:65534")
     assert code == 0, out
     assert out.splitlines() == ["666 character special file"] * 3 + ["3", "65534"]
-    assert layer_entries(sandbox_runtime, snap, tmp_path) == {}
+    assert _unchanged(snap, layer_entries(sandbox_runtime, snap, tmp_path))
 
 
 def test_apt_is_kept_as_root_only_with_one_id(sandbox_runtime: Runtime, snap: Snapshot,

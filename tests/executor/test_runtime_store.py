@@ -34,7 +34,10 @@ def test_runtime_over_the_blob_store(sandbox_runtime: Runtime, busybox_layer: Ba
         runtime.remove(snap)
         assert not snap.path.exists()
         with tarfile.open(blob.path) as tar:
-            assert [m.name for m in tar.getmembers()] == ["hi"]
+            # /etc: the mount stubs' parent keeps their time (BuildKit's cleaner), except in
+            # the copy snapshotter's double walk
+            etc = ["etc"] if snap.kind != "copy" else []
+            assert [m.name for m in tar.getmembers()] == [*etc, "hi"]
         assert mounts_under(tmp_path) == []
     finally:
         runtime.close()

@@ -188,7 +188,10 @@ def test_whiteouts_of_stacked_layers(sandbox_runtime: Runtime, busybox_layer: Ba
         sandbox_runtime.remove_tree(upper.parent)
     assert (code, b"".join(out)) == (0, b"fresh\na\n")
     with tarfile.open(blob.path) as tar:
-        assert tar.getmembers() == []
+        # Nothing but /etc, whose time the RUN's mount stubs (no /etc/hosts here) changed, as
+        # in BuildKit's layers; the copy snapshotter's double walk ignores that time.
+        stubs = sandbox_runtime.can_run and snap.kind != "copy"
+        assert [m.name for m in tar.getmembers()] == (["etc"] if stubs else [])
 
 
 def uuid_hex() -> str:
