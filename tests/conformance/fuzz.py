@@ -779,6 +779,9 @@ class Gen:
         for idx in range(count):
             st = self.gen_from(idx)
             if self.v >= 5 and st.shell and self.chance(0.6):
+                if self.v >= 7 and not st.user_root:  # a base stage's USER is inherited
+                    self.emit("USER root")
+                    st.user_root = True
                 self.prelude(st)
             # a stage FROM an ONBUILD stage: its triggers may RUN, needing a shell: all bases
             # that carry triggers have one (scratch stages get no RUN triggers).
@@ -906,6 +909,12 @@ class Gen:
             st.user_root = True
         getattr(self, f"s7_{c}")(st)
 
+    def root(self, st: Stage) -> str:
+        """One of ``ROOTS`` that no RUN of the stage turned into a file."""
+        ok = [r for r in ROOTS if all(st.paths.get("/".join(r.split("/")[:i]), "d") == "d"
+                                      for i in range(2, r.count("/") + 2))]
+        return self.pick(ok or ("/fresh",))
+
     def owner(self, st: Stage) -> str:
         # names need an /etc/passwd: BuildKit fails on a scratch stage without one
         return self.pick(CHOWNS if st.shell else ("1000", "1000:100", "0:0"))
@@ -925,7 +934,7 @@ class Gen:
             dest = self.pick(dirs) + self.pick(("", "/"))  # into a directory, with or without /
         else:
             src = self.pick(self.ctx_dirs + self.ctx_files)
-            dest = self.pick(ROOTS) + "/" + self.uniq("k") + "/"
+            dest = self.root(st) + "/" + self.uniq("k") + "/"
         if dest.rstrip("/") and src in self.ctx_files and dest.endswith("/"):
             self.add_path(st, dest.rstrip("/") + "/" + src.rsplit("/", 1)[-1], "f")
         self.emit(f"COPY {flags}{src} {dest}")
@@ -960,7 +969,7 @@ class Gen:
             src = self.pick(self.archives)
         else:
             src = " ".join(self.r.sample(self.ctx_files, k=min(2, len(self.ctx_files))))
-        dest = self.existing_dir(st) if chmod else self.pick(ROOTS) + "/" + self.uniq("ad") + "/"
+        dest = self.existing_dir(st) if chmod else self.root(st) + "/" + self.uniq("ad") + "/"
         if self.chance(0.3):
             flags += "--link "
         self.emit(f"ADD {flags}{src} {dest}")
@@ -971,7 +980,7 @@ class Gen:
         n = self.counter
         self.counter += 1
         target = self.pick(("/var/cache/fz", "/root/.cache", "cachedir", "/tmp/t/c",
-                            self.pick(ROOTS)))
+                            self.root(st)))
         opts = [f"target={target}"]
         unique = self.chance(0.7)
         if unique:  # uid/gid/mode only apply when the cache is made: one cache per draw
@@ -1031,7 +1040,7 @@ class Gen:
             self.emit('SHELL ["/bin/sh", "-c"]')
 
     def s7_6(self, st: Stage) -> None:  # odd modes, empty files and dirs
-        d = f"{self.pick(ROOTS)}/{self.uniq('modes')}"
+        d = f"{self.root(st)}/{self.uniq('modes')}"
         self.emit(f"RUN mkdir -p {d}/sticky {d}/emptydir {d}/locked && : > {d}/empty"
                   f" && echo s > {d}/suid && echo g > {d}/sgid && echo z > {d}/zero && echo a > {d}/all"
                   f" && echo l > {d}/locked/in && chmod 4755 {d}/suid && chmod 2711 {d}/sgid"
@@ -1205,8 +1214,9 @@ class Gen:
         elif how == 1 and target != "missing":
             self.emit(f"COPY {self.flags(st)}cl{n}/ /ctxlink{n}/")
         elif st.shell and st.user_root:
-            self.emit(f"RUN --mount=type=bind,source=cl{n},target=/mnt/cl ls -lA /mnt/cl"
-                      f" > /tmp/cl{n} 2>&1 || echo none > /tmp/cl{n}")
+            # no ls -l: the context's mtimes differ between the two builders' transfers
+            self.emit(f"RUN --mount=type=bind,source=cl{n},target=/mnt/cl stat -c '%n %a %u:%g %s'"
+                      f" /mnt/cl /mnt/cl/* > /tmp/cl{n} 2>&1 || echo none > /tmp/cl{n}")
         else:
             self.emit(f"COPY {self.flags(st)}cl{n} /ctxlink{n}")
 
