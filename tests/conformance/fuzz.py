@@ -71,6 +71,10 @@ CHOWNS = ("app:app", "1000", "app", "1000:100", "daemon:staff", "0:0", "nobody:n
 CHMODS = ("0640", "755", "0700", "600", "0444", "4755", "1777", "0775")
 WORDS = ("alpha", "beta", "gamma", "delta", "x y", "a=b", "sp ace", "dollar$x", "ümlaut")
 MASKED = ("ARG ", "EXPOSE ", "HEALTHCHECK ")
+IGNORES = ("**/.hidden", "d*/sub", "d0/g1.txt", "d0/sub\n!d0/sub/deep.txt", "**/g2.txt",
+           "*/sub/*", "# a comment", "  d2/g0.txt  ", "./d0/link", "/d1/g1.txt", "d?/g[01].txt",
+           "d1/*\n!d1/g0.txt", "**/*.txt\n!f*.txt", "d0/../d1/g0.txt", "d2/**", "!**/deep.txt",
+           "d*/g?.txt\n!d0/g1.txt", "*/.*", "**/link")
 
 
 @dataclass
@@ -762,6 +766,8 @@ class Gen:
 
     def generate(self) -> Generated:
         self.make_context()
+        if self.v >= 7 and self.chance(0.3):
+            self.ignore_patterns()
         if self.chance(0.5):
             self.global_args.append("BASE")
             self.emit(f"ARG BASE={self.pick(BASES)}")
@@ -797,6 +803,14 @@ class Gen:
             args["specials"] = self.specials
         lines = [self.mangle(x) for x in self.lines] if self.v >= 3 else self.lines
         return Generated("\n".join(lines).rstrip() + "\n", self.ctx, args, self.stage_bases)
+
+    def ignore_patterns(self) -> None:
+        """Version 7: .dockerignore patterns over the context's directories; files a COPY
+        names are then drawn from the top level only, which no pattern leaves out."""
+        patterns = self.r.sample(IGNORES, k=self.r.randint(1, 4))
+        old = self.ctx.get(".dockerignore", b"").decode()
+        self.ctx[".dockerignore"] = (old + "\n".join(patterns) + "\n").encode()
+        self.ctx_files = [f for f in self.ctx_files if "/" not in f]
 
     def prelude(self, st: Stage) -> None:
         """Version 5: directories with setgid, sticky or odd modes and groups that the rest of
@@ -1140,7 +1154,10 @@ class Gen:
         st.args.append("G7")
         self.emit(self.pick(("ENV FROM_G7=${G7:-unset}", "LABEL g7=\"$G7\"",
                              "WORKDIR /g7/${G7:-none}", "COPY f0.txt /g7copy/${G7}/"
-                             if "f0.txt" in self.ctx_files else "LABEL g7b=${G7}-x")))
+                             if "f0.txt" in self.ctx_files else "LABEL g7b=${G7}-x",
+                             "ARG M1=${G7:-m} M2=${M1}-b\nENV MM=$M2",
+                             f"COPY --chown=${{U7:-1000}}:${{G7:+100}} {self.pick(self.ctx_files)}"
+                             " /g7own/")))
         if st.shell and st.user_root:
             self.emit(f"RUN echo \"[$G7]\" > /tmp/g7-{self.uniq('g')}")
 
