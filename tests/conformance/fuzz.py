@@ -1004,7 +1004,8 @@ class Gen:
             if self.chance(0.5):
                 opts.append(f"gid={self.pick(('100', '1000', '0'))}")
             if self.chance(0.5):
-                opts.append(f"mode={self.pick(('0755', '0700', '1777', '0750', '2775'))}")
+                # no group/other write: the reference makes the dir under dockerd's umask 022
+                opts.append(f"mode={self.pick(('0755', '0700', '1750', '0750', '2755', '4711'))}")
         if self.chance(0.4):
             opts.append(f"sharing={self.pick(('shared', 'private', 'locked'))}")
         self.r.shuffle(opts)
