@@ -37,6 +37,8 @@ _ARGBASE = ("RUN history: a stage built FROM another stage starts with that stag
             "(dockerfile 1.10, c7c2f0e97 dispatchState.init)")
 _CLONE = ("a stage FROM a stage gets its own copies of Labels, ExposedPorts and Volumes; 0.13 "
           "shared the base's maps with every stage FROM it (dockerfile 1.24, fd3654d2b, #6713)")
+_ARGSEQ = ("one ARG with several keys defines them left to right: a default sees the keys "
+           "before it (dockerfile 1.8, 47a52a1 dispatchArg; 0.13 expanded all first)")
 CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
     "arg-scoping": (
         ("[empty] ARG VERSION\n", "[empty] ARG VERSION=2.5\n", _ARG),
@@ -337,6 +339,14 @@ CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
         ('"extra": "sib",\n        "marker": "sibling",', '"marker": "base",', _CLONE),
         ('"/base": {},\n        "/sib": {}\n', '"/base": {}\n', _CLONE),
         ("EXPOSE map[80/tcp:{}]", "EXPOSE [80/tcp]", _EXPOSE),
+    ),
+    "fuzz-arg-multi-key-sequential": (
+        ('"MM=-b"', '"MM=m-b"', _ARGSEQ),
+        ('"m3": ""', '"m3": "set"', _ARGSEQ),
+        ("ARG M1=m M2=-b M3=\n", "ARG M1=m M2=m-b M3=set\n", _ARGSEQ),
+        ("ENV MM=-b\n", "ENV MM=m-b\n", _ARGSEQ),
+        ("LABEL m3=\n", "LABEL m3=set\n", _ARGSEQ),
+        ("RUN |3 M1=m M2=-b M3= /bin/sh", "RUN |3 M1=m M2=m-b M3=set /bin/sh", _ARGSEQ),
     ),
 }
 
