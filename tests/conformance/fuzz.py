@@ -88,6 +88,7 @@ class Stage:
     user_root: bool = True
     workdir: str = "/"
     onbuild: bool = False
+    gone: set[str] = field(default_factory=set)  # version 7: base paths a RUN removed
 
 
 @dataclass
@@ -223,7 +224,7 @@ class Gen:
             base, shell = parent.name, parent.shell
             self.stage_bases = True
             st = Stage(name, idx, shell, dict(parent.paths), list(parent.env), [],
-                       parent.user_root, parent.workdir)
+                       parent.user_root, parent.workdir, gone=set(parent.gone))
         elif choice < 0.33:
             base, shell = "scratch", False
             st = Stage(name, idx, shell)
@@ -415,6 +416,7 @@ class Gen:
                                 "/mnt", "/srv", "/usr/bin/yes", "/var/tmp", "/root"))
             if self.v >= 6:
                 self.forget(st, victim)
+            st.gone.add(victim)
             return f"rm -rf {victim}"
         if c == 13:
             f = self.pick(files)
@@ -490,7 +492,11 @@ class Gen:
         creates mode 0755, current BuildKit the --chmod mode; only existing ones compare."""
         dirs = [p for p, k in st.paths.items() if k == "d" and p != "/tmp/t"]
         if st.shell:
-            dirs += ["/opt", "/srv", "/home/app", "/"]
+            base = ["/opt", "/srv", "/home/app", "/"]
+            if self.v >= 7:  # not one a RUN removed (version 6 still picked them)
+                base = [d for d in base if not any(d == g or d.startswith(g + "/")
+                                                   for g in st.gone)]
+            dirs += base
         return (self.pick(dirs) if dirs else "/").rstrip("/") + "/"
 
     def flags(self, st: Stage, chmod: bool = False) -> str:
@@ -648,6 +654,7 @@ class Gen:
             d = self.pick(("/home", "/var", "/root", "/srv"))
             self.emit(f"RUN rm -rf {d} && mkdir -p {d}/new && echo x > {d}/new/x")
             self.forget(st, d)
+            st.gone.add(d)
             self.add_path(st, f"{d}/new/x", "f")
         elif c == 9 and (files or dirs):  # COPY onto something of a lower layer
             target = self.pick(files + dirs)
@@ -809,7 +816,10 @@ class Gen:
         names are then drawn from the top level only, which no pattern leaves out."""
         patterns = self.r.sample(IGNORES, k=self.r.randint(1, 4))
         old = self.ctx.get(".dockerignore", b"").decode()
-        self.ctx[".dockerignore"] = (old + "\n".join(patterns) + "\n").encode()
+        # **/link last: a link whose target a pattern left out dangles, and BuildKit before
+        # 0.25 (74d177910) fails to checksum a dangling link inside a directory a wildcard
+        # matches (COPY d? /x/); current BuildKit and ocibuild copy it
+        self.ctx[".dockerignore"] = (old + "\n".join(patterns) + "\n**/link\n").encode()
         self.ctx_files = [f for f in self.ctx_files if "/" not in f]
 
     def prelude(self, st: Stage) -> None:
@@ -1156,7 +1166,9 @@ class Gen:
         self.emit(self.pick(("ENV FROM_G7=${G7:-unset}", "LABEL g7=\"$G7\"",
                              "WORKDIR /g7/${G7:-none}", "COPY f0.txt /g7copy/${G7}/"
                              if "f0.txt" in self.ctx_files else "LABEL g7b=${G7}-x",
-                             "ARG M1=${G7:-m} M2=${M1}-b\nENV MM=$M2",
+                             # not M2=${M1}: 0.13 expanded every default first, current
+                             # left to right (case fuzz-arg-multi-key-sequential)
+                             "ARG M1=${G7:-m} M2=${G7}-b\nENV MM=$M2",
                              f"COPY --chown=${{U7:-1000}}:${{G7:+100}} {self.pick(self.ctx_files)}"
                              " /g7own/")))
         if st.shell and st.user_root:
@@ -1224,12 +1236,12 @@ class Gen:
         n = self.counter
         self.counter += 1
         target = self.pick((self.pick(self.ctx_dirs), "/" + self.pick(self.ctx_dirs),
-                            self.pick(self.ctx_dirs) + "/", "missing"))
+                            self.pick(self.ctx_dirs) + "/"))
         self.ctx[f"cl{n}"] = ("link", target)
         how = self.r.randint(0, 2)
         if how == 0:
             self.emit(f"COPY {self.flags(st)}cl{n} /ctxlink{n}/")
-        elif how == 1 and target != "missing":
+        elif how == 1:
             self.emit(f"COPY {self.flags(st)}cl{n}/ /ctxlink{n}/")
         elif st.shell and st.user_root:
             # no ls -l: the context's mtimes differ between the two builders' transfers
