@@ -158,8 +158,13 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
 def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> list[Path]:
     done = []
     for m in mounts:
-        target = root / m.target.lstrip("/")
-        if os.path.islink(target) or ".." in Path(m.target).parts:
+        if ".." in Path(m.target).parts:
+            raise SandboxError(f"RUN --mount target {m.target}: must not be a symlink or use ..")
+        # Parents resolved inside the rootfs, as runc does: joined lexically, a symlink among
+        # them (WORKDIR /link/sub with a relative target) would be resolved by the host,
+        # outside the rootfs. The target itself may not be a symlink.
+        target = safe_join(root, m.target, follow_symlinks=False)
+        if os.path.islink(target):
             raise SandboxError(f"RUN --mount target {m.target}: must not be a symlink or use ..")
         if m.kind == "tmpfs":
             stubs.ensure(target, True)

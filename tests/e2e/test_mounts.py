@@ -113,3 +113,24 @@ def test_cache_mount_mode_keeps_permission_bits_only(e2e_registry, tmp_path: Pat
                      "--output", f"type=local,dest={out}", str(tmp_path / "ctx")])
     assert code == 0
     assert (out / "modes").read_text() == "777\n100:775\n711\n"
+
+
+def test_mount_target_parents_resolve_inside_the_rootfs(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mount target reached through an absolute symlink of the image is placed where the
+    link leads inside the rootfs (runc's rule), never on the host the link names."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "ctx").mkdir()
+    host = tmp_path / "host-side"
+    host.mkdir()
+    df = tmp_path / "Dockerfile"
+    df.write_text(f"FROM {PLACEHOLDER}/busybox:latest\n".replace(PLACEHOLDER, e2e_registry.host)
+                  + f"RUN mkdir -p {host} && ln -s {host} /escape\n"
+                  + "RUN --mount=type=tmpfs,target=/escape/t touch /escape/t/x"
+                  + f" && ls -A {host} > /seen\n")
+    out = tmp_path / "out"
+    code = cli.main(["-f", str(df), "--progress", "quiet",
+                     "--output", f"type=local,dest={out}", str(tmp_path / "ctx")])
+    assert code == 0
+    assert (out / "seen").read_text() == "t\n"
+    assert list(host.iterdir()) == []
