@@ -785,7 +785,8 @@ class Gen:
             self.emit("ARG G1=global-default")
         if self.v >= 7 and self.chance(0.6):
             self.global_args.append("G7")
-            self.emit(self.pick(("ARG G7=g7-default", "ARG G7", "ARG G7=\"g7 q\"")))
+            # no blank in the value: masked() cannot tell it from the RUN command after it
+            self.emit(self.pick(("ARG G7=g7-default", "ARG G7", "ARG G7=\"g7=q\"")))
             if self.chance(0.6):
                 self.build_args["G7"] = self.pick(("g7-cli", "/cli/path", ""))
         count = self.r.randint(1, 4)
