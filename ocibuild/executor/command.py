@@ -159,13 +159,11 @@ def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> 
     done = []
     for m in mounts:
         if ".." in Path(m.target).parts:
-            raise SandboxError(f"RUN --mount target {m.target}: must not be a symlink or use ..")
-        # Parents resolved inside the rootfs, as runc does: joined lexically, a symlink among
-        # them (WORKDIR /link/sub with a relative target) would be resolved by the host,
-        # outside the rootfs. The target itself may not be a symlink.
-        target = safe_join(root, m.target, follow_symlinks=False)
-        if os.path.islink(target):
-            raise SandboxError(f"RUN --mount target {m.target}: must not be a symlink or use ..")
+            raise SandboxError(f"RUN --mount target {m.target}: must not use ..")
+        # Resolved inside the rootfs, symlinks and all (the target too), as runc does: joined
+        # lexically, a symlink on the way (WORKDIR /link/sub with a relative target) would be
+        # resolved by the host, outside the rootfs.
+        target = safe_join(root, m.target)
         if m.kind == "tmpfs":
             stubs.ensure(target, True)
             _linux.mount("tmpfs", target, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV)
