@@ -19,11 +19,12 @@ nested ``${:-}``, JSON COPY, ``..`` paths); 4 heredoc forms, globs in --from, pl
 exec-form words, supplementary groups; 5 setgid/sticky/odd-mode parents made first, archives
 with implied directories; 6 as 5, with base paths a RUN removed forgotten (5 could
 still pick them as existing directories for --chmod); 7 (default) ``COPY --link`` (onto
-existing paths, through symlinks), ``ADD --chown/--chmod`` of archives and plain files, cache
-mounts (id, uid/gid/mode, sharing) and ``rw`` binds from stages, the context and images, SHELL
+existing paths, through symlinks), ``ADD --chown/--chmod`` of plain files and ``--chmod`` of
+archives, cache mounts (id, uid/gid/mode, sharing) and ``rw`` binds from stages, the context and images, SHELL
 forms, setuid/setgid/sticky/000/0777 modes and writes in VOLUME paths, empty and long names,
 paths flipping between file and directory, WORKDIR through symlinks, hard links in the context
-and across ``COPY --from``, global ARGs overridden by ``--build-arg`` and re-declared in stages,
+and across ``COPY --from``, symlinked ``--from`` sources and context links, ``.dockerignore``
+patterns, global ARGs overridden by ``--build-arg`` and re-declared in stages, multi-key ARG,
 config bursts for ``FROM <stage>`` chains (which 7 draws more often).
 
 A mismatch (or a build only one builder accepts) is written as a case directory
