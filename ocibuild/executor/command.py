@@ -156,7 +156,7 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
 
 
 def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> list[Path]:
-    done = []
+    done: list[Path] = []
     for m in mounts:
         if ".." in Path(m.target).parts:
             raise SandboxError(f"RUN --mount target {m.target}: must not use ..")
