@@ -62,12 +62,10 @@ def place(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs, done: Pla
     so :func:`restore` undoes a partial placement too)."""
     for m in mounts:
         if ".." in Path(m.target).parts:
-            raise SandboxError(f"RUN --mount target {m.target}: must not be a symlink or use ..")
-        # Parents resolved inside the rootfs (nothing is placed outside it); the target itself
-        # may not be a symlink.
-        target = safe_join(root, m.target, follow_symlinks=False)
-        if os.path.islink(target):
-            raise SandboxError(f"RUN --mount target {m.target}: must not be a symlink or use ..")
+            raise SandboxError(f"RUN --mount target {m.target}: must not use ..")
+        # Resolved inside the rootfs, a symlinked target too (runc's rule; nothing is placed
+        # outside it).
+        target = safe_join(root, m.target)
         if m.kind == "overlay":
             raise SandboxError("RUN --mount of layers as an overlay is unavailable in chroot mode")
         stubs.ensure(target.parent, True)

@@ -153,11 +153,14 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
 
 
 def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> list[Path]:
-    done = []
+    done: list[Path] = []
     for m in mounts:
-        target = root / m.target.lstrip("/")
-        if os.path.islink(target) or ".." in Path(m.target).parts:
-            raise SandboxError(f"RUN --mount target {m.target}: must not be a symlink or use ..")
+        if ".." in Path(m.target).parts:
+            raise SandboxError(f"RUN --mount target {m.target}: must not use ..")
+        # Resolved inside the rootfs, symlinks and all (the target too), as runc does: joined
+        # lexically, a symlink on the way (WORKDIR /link/sub with a relative target) would be
+        # resolved by the host, outside the rootfs.
+        target = safe_join(root, m.target)
         if m.kind == "tmpfs":
             stubs.ensure(target, True)
             _linux.mount("tmpfs", target, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV)

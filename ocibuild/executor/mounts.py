@@ -224,7 +224,9 @@ class RunMounts:
         With ``from=`` the new cache starts as a copy of ``source`` in that stage or image (its
         root when no ``source``), as BuildKit's cache mount is a mutable ref made from the
         ``from`` state; ``mode``/``uid``/``gid`` then do not apply, except when no ``source``
-        is given: BuildKit then makes an empty ``/cache`` dir with them (``setCacheUIDGID``)."""
+        is given: BuildKit then makes an empty ``/cache`` dir with them (``setCacheUIDGID``),
+        through a mkdir FileOp that keeps only the permission bits (``os.Mkdir(mode & 0777)``:
+        no setuid, setgid or sticky; under standalone buildkitd's umask 0)."""
         uid, gid = m.uid or 0, m.gid or 0
         settings = m.uid is not None or m.gid is not None or m.mode is not None
         if not isinstance(m.source, Scratch) and (m.source_path or not settings):
@@ -238,7 +240,7 @@ class RunMounts:
             marker.write_text("seeded\n")
             return
         path.mkdir(parents=True, exist_ok=True)
-        path.chmod(m.mode if m.mode is not None else 0o755)
+        path.chmod((m.mode if m.mode is not None else 0o755) & 0o777)
         if uid or gid:
             self._chown(path, uid, gid, runner, snap)
         marker.write_text(f"{uid}:{gid}\n")

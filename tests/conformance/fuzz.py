@@ -17,8 +17,15 @@ changes across layers, users added by RUN, COPY through symlinks, VOLUME, RUN --
 bind/tmpfs; 3 parser and expansion corners (case, blanks, continuations with comments, quoting,
 nested ``${:-}``, JSON COPY, ``..`` paths); 4 heredoc forms, globs in --from, platform ARGs,
 exec-form words, supplementary groups; 5 setgid/sticky/odd-mode parents made first, archives
-with implied directories; 6 (default) as 5, with base paths a RUN removed forgotten (5 could
-still pick them as existing directories for --chmod).
+with implied directories; 6 as 5, with base paths a RUN removed forgotten (5 could
+still pick them as existing directories for --chmod); 7 (default) ``COPY --link`` (onto
+existing paths, through symlinks), ``ADD --chown/--chmod`` of plain files and ``--chmod`` of
+archives, cache mounts (id, uid/gid/mode, sharing) and ``rw`` binds from stages, the context and images, SHELL
+forms, setuid/setgid/sticky/000/0777 modes and writes in VOLUME paths, empty and long names,
+paths flipping between file and directory, WORKDIR through symlinks, hard links in the context
+and across ``COPY --from``, symlinked ``--from`` sources and context links, ``.dockerignore``
+patterns, global ARGs overridden by ``--build-arg`` and re-declared in stages, multi-key ARG,
+config bursts for ``FROM <stage>`` chains (which 7 draws more often).
 
 A mismatch (or a build only one builder accepts) is written as a case directory
 ``OUT/seed-N/`` (``Dockerfile``, ``ctx/``, ``args.json``, ``buildkit.txt``, ``ocibuild.txt``)
@@ -26,12 +33,16 @@ to be reduced by hand into a ``cases/fuzz-<what>`` case. What BuildKit 0.13 writ
 from current BuildKit (``test_conformance.CURRENT_BUILDKIT``) is not reported: ARG, EXPOSE and
 HEALTHCHECK history lines are masked, RUN's ``|N k=v`` list is normalised to current's rule (a
 re-declared ARG once) and dropped when a FROM names a stage (current inherits its ARGs), and
-``--chmod`` only copies into existing directories (current gives created ones its mode).
+``--chmod`` only copies into existing directories (current gives created ones its mode); with
+a FROM naming a stage, config Labels/ExposedPorts/Volumes that only 0.13 has are dropped (its
+stages shared those maps, ``unshare_maps``). Besides the flattened renderings, each layer's own
+entries are compared (status ``LAYERS``, ``layers.txt``; ``--no-layers`` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import random
@@ -61,6 +72,10 @@ CHOWNS = ("app:app", "1000", "app", "1000:100", "daemon:staff", "0:0", "nobody:n
 CHMODS = ("0640", "755", "0700", "600", "0444", "4755", "1777", "0775")
 WORDS = ("alpha", "beta", "gamma", "delta", "x y", "a=b", "sp ace", "dollar$x", "ümlaut")
 MASKED = ("ARG ", "EXPOSE ", "HEALTHCHECK ")
+IGNORES = ("**/.hidden", "d*/sub", "d0/g1.txt", "d0/sub\n!d0/sub/deep.txt", "**/g2.txt",
+           "*/sub/*", "# a comment", "  d2/g0.txt  ", "./d0/link", "/d1/g1.txt", "d?/g[01].txt",
+           "d1/*\n!d1/g0.txt", "**/*.txt\n!f*.txt", "d0/../d1/g0.txt", "d2/**", "!**/deep.txt",
+           "d*/g?.txt\n!d0/g1.txt", "*/.*", "**/link")
 
 
 @dataclass
@@ -74,6 +89,7 @@ class Stage:
     user_root: bool = True
     workdir: str = "/"
     onbuild: bool = False
+    gone: set[str] = field(default_factory=set)  # version 7: base paths a RUN removed
 
 
 @dataclass
@@ -87,7 +103,7 @@ class Generated:
 class Gen:
     """One random Dockerfile; every choice comes from ``rng`` so a seed reproduces it."""
 
-    def __init__(self, rng: random.Random, version: int = 6) -> None:
+    def __init__(self, rng: random.Random, version: int = 7) -> None:
         self.r = rng
         self.v = version  # 1: the first generator (seeds 100-499 of the first runs)
         self.lines: list[str] = []
@@ -100,6 +116,9 @@ class Gen:
         self.global_args: list[str] = []
         self.counter = 0
         self.stage_bases = False
+        self.specials: list[list[str]] = []  # version 7: args.json "specials" (hard links)
+        self.hardlinked: list[tuple[str, str]] = []  # version 7: (stage, dir with hard links)
+        self.symlinked: list[tuple[str, str]] = []  # version 7: (stage, dir with symlinks)
 
     # -- helpers
     def uniq(self, prefix: str = "n") -> str:
@@ -201,12 +220,12 @@ class Gen:
         prev = [s for s in self.stages if not s.onbuild or self.chance(0.8)]
         choice = r.random()
         platform = ""
-        if choice < 0.25 and prev:
+        if choice < (0.4 if self.v >= 7 else 0.25) and prev:
             parent = self.pick(prev)
             base, shell = parent.name, parent.shell
             self.stage_bases = True
             st = Stage(name, idx, shell, dict(parent.paths), list(parent.env), [],
-                       parent.user_root, parent.workdir)
+                       parent.user_root, parent.workdir, gone=set(parent.gone))
         elif choice < 0.33:
             base, shell = "scratch", False
             st = Stage(name, idx, shell)
@@ -241,6 +260,8 @@ class Gen:
                 kinds += ["edge", "edge", "edge"]
             if self.v >= 4:
                 kinds += ["more", "more", "more"]
+            if self.v >= 7:
+                kinds += ["seven"] * 5
             getattr(self, "i_" + self.pick(kinds))(st)
         if not st.user_root and self.chance(0.5):
             self.emit("USER root")
@@ -396,6 +417,7 @@ class Gen:
                                 "/mnt", "/srv", "/usr/bin/yes", "/var/tmp", "/root"))
             if self.v >= 6:
                 self.forget(st, victim)
+            st.gone.add(victim)
             return f"rm -rf {victim}"
         if c == 13:
             f = self.pick(files)
@@ -471,7 +493,11 @@ class Gen:
         creates mode 0755, current BuildKit the --chmod mode; only existing ones compare."""
         dirs = [p for p, k in st.paths.items() if k == "d" and p != "/tmp/t"]
         if st.shell:
-            dirs += ["/opt", "/srv", "/home/app", "/"]
+            base = ["/opt", "/srv", "/home/app", "/"]
+            if self.v >= 7:  # not one a RUN removed (version 6 still picked them)
+                base = [d for d in base if not any(d == g or d.startswith(g + "/")
+                                                   for g in st.gone)]
+            dirs += base
         return (self.pick(dirs) if dirs else "/").rstrip("/") + "/"
 
     def flags(self, st: Stage, chmod: bool = False) -> str:
@@ -629,6 +655,7 @@ class Gen:
             d = self.pick(("/home", "/var", "/root", "/srv"))
             self.emit(f"RUN rm -rf {d} && mkdir -p {d}/new && echo x > {d}/new/x")
             self.forget(st, d)
+            st.gone.add(d)
             self.add_path(st, f"{d}/new/x", "f")
         elif c == 9 and (files or dirs):  # COPY onto something of a lower layer
             target = self.pick(files + dirs)
@@ -747,6 +774,8 @@ class Gen:
 
     def generate(self) -> Generated:
         self.make_context()
+        if self.v >= 7 and self.chance(0.3):
+            self.ignore_patterns()
         if self.chance(0.5):
             self.global_args.append("BASE")
             self.emit(f"ARG BASE={self.pick(BASES)}")
@@ -755,10 +784,19 @@ class Gen:
         if self.chance(0.3):
             self.global_args.append("G1")
             self.emit("ARG G1=global-default")
+        if self.v >= 7 and self.chance(0.6):
+            self.global_args.append("G7")
+            # no blank in the value: masked() cannot tell it from the RUN command after it
+            self.emit(self.pick(("ARG G7=g7-default", "ARG G7", "ARG G7=\"g7=q\"")))
+            if self.chance(0.6):
+                self.build_args["G7"] = self.pick(("g7-cli", "/cli/path", ""))
         count = self.r.randint(1, 4)
         for idx in range(count):
             st = self.gen_from(idx)
             if self.v >= 5 and st.shell and self.chance(0.6):
+                if self.v >= 7 and not st.user_root:  # a base stage's USER is inherited
+                    self.emit("USER root")
+                    st.user_root = True
                 self.prelude(st)
             # a stage FROM an ONBUILD stage: its triggers may RUN, needing a shell: all bases
             # that carry triggers have one (scratch stages get no RUN triggers).
@@ -770,8 +808,21 @@ class Gen:
             args["build_args"] = dict(self.build_args)
         if count > 1 and self.chance(0.15):
             args["target"] = self.pick(self.stages[:-1]).name
+        if self.specials:
+            args["specials"] = self.specials
         lines = [self.mangle(x) for x in self.lines] if self.v >= 3 else self.lines
         return Generated("\n".join(lines).rstrip() + "\n", self.ctx, args, self.stage_bases)
+
+    def ignore_patterns(self) -> None:
+        """Version 7: .dockerignore patterns over the context's directories; files a COPY
+        names are then drawn from the top level only, which no pattern leaves out."""
+        patterns = self.r.sample(IGNORES, k=self.r.randint(1, 4))
+        old = self.ctx.get(".dockerignore", b"").decode()
+        # **/link last: a link whose target a pattern left out dangles, and BuildKit before
+        # 0.25 (74d177910) fails to checksum a dangling link inside a directory a wildcard
+        # matches (COPY d? /x/); current BuildKit and ocibuild copy it
+        self.ctx[".dockerignore"] = (old + "\n".join(patterns) + "\n**/link\n").encode()
+        self.ctx_files = [f for f in self.ctx_files if "/" not in f]
 
     def prelude(self, st: Stage) -> None:
         """Version 5: directories with setgid, sticky or odd modes and groups that the rest of
@@ -873,7 +924,349 @@ class Gen:
             self.counter += 1
 
 
-def generate(seed: int, version: int = 6) -> Generated:
+    # -- version 7
+    def i_seven(self, st: Stage) -> None:
+        """Version 7: constructs real Dockerfiles use that versions 1-6 never draw."""
+        c = self.pick(tuple(range(19)) + (0, 2, 3, 4, 11, 11, 16))
+        if c in (3, 4, 5, 6, 7, 9, 10, 18) and not st.shell:
+            c = self.pick((0, 2, 12, 13, 14, 15))
+        if c in (3, 4, 5, 6, 7, 9, 10, 11, 16, 18) and not st.user_root:
+            self.emit("USER root")
+            st.user_root = True
+        getattr(self, f"s7_{c}")(st)
+
+    def root(self, st: Stage) -> str:
+        """One of ``ROOTS`` that no RUN of the stage turned into a file."""
+        ok = [r for r in ROOTS if all(st.paths.get("/".join(r.split("/")[:i]), "d") == "d"
+                                      for i in range(2, r.count("/") + 2))]
+        return self.pick(ok or ("/fresh",))
+
+    def owner(self, st: Stage) -> str:
+        # names need an /etc/passwd: BuildKit fails on a scratch stage without one
+        return self.pick(CHOWNS if st.shell else ("1000", "1000:100", "0:0"))
+
+    def s7_0(self, st: Stage) -> None:  # COPY --link onto new or existing paths
+        flags = "--link "
+        if self.chance(0.4):
+            flags += f"--chown={self.owner(st)} "
+        files, dirs = self.known(st, "f"), self.known(st, "d")
+        src = self.pick(self.ctx_files)
+        if self.chance(0.35):
+            flags += f"--chmod={self.pick(CHMODS)} "
+            dest = self.existing_dir(st)
+        elif files and self.chance(0.4):
+            dest = self.pick(files)  # a file replaced by a file
+        elif dirs and self.chance(0.5):
+            dest = self.pick(dirs) + self.pick(("", "/"))  # into a directory, with or without /
+        else:
+            src = self.pick(self.ctx_dirs + self.ctx_files)
+            dest = self.root(st) + "/" + self.uniq("k") + "/"
+        if dest.rstrip("/") and src in self.ctx_files and dest.endswith("/"):
+            self.add_path(st, dest.rstrip("/") + "/" + src.rsplit("/", 1)[-1], "f")
+        self.emit(f"COPY {flags}{src} {dest}")
+
+    def s7_1(self, st: Stage) -> None:  # COPY --link / --from through a symlinked destination
+        if not st.shell:
+            return self.s7_0(st)
+        if not st.user_root:
+            self.emit("USER root")
+            st.user_root = True
+        real, link = f"/opt/{self.uniq('lreal')}", f"/opt/{self.uniq('llnk')}"
+        self.emit(f"RUN mkdir -p {real}/in && echo old > {real}/in/old"
+                  f" && ln -s {self.pick((real, real[5:]))} {link}")
+        self.add_path(st, real + "/in/old", "f")
+        flags = "--link " if self.chance(0.7) else ""
+        if self.chance(0.3):
+            flags += f"--chown={self.owner(st)} "
+        src = self.pick(self.ctx_files + self.ctx_dirs)
+        self.emit(f"COPY {flags}{src} {link}/{self.pick(('', 'in/', 'new/'))}")
+
+    def s7_2(self, st: Stage) -> None:  # ADD --chown/--chmod of archives and plain files
+        flags = ""
+        archive = self.archives and self.chance(0.5)
+        # not --chown with an archive: BuildKit 0.13 kept the tar's owners, current chowns
+        # (the corpus's CURRENT_BUILDKIT rule _UNPACK); the oracle cannot judge it
+        if self.chance(0.7) and not archive:
+            flags += f"--chown={self.owner(st)} "
+        chmod = self.chance(0.5)
+        if chmod:
+            flags += f"--chmod={self.pick(CHMODS)} "
+        if archive:
+            src = self.pick(self.archives)
+        else:
+            src = " ".join(self.r.sample(self.ctx_files, k=min(2, len(self.ctx_files))))
+        dest = self.existing_dir(st) if chmod else self.root(st) + "/" + self.uniq("ad") + "/"
+        if self.chance(0.3):
+            flags += "--link "
+        self.emit(f"ADD {flags}{src} {dest}")
+        if not chmod:
+            self.add_path(st, dest.rstrip("/"), "d")
+
+    def s7_3(self, st: Stage) -> None:  # RUN --mount=type=cache: its content is in no layer
+        n = self.counter
+        self.counter += 1
+        target = self.pick(("/var/cache/fz", "/root/.cache", "cachedir", "/tmp/t/c",
+                            self.root(st)))
+        opts = [f"target={target}"]
+        unique = self.chance(0.7)
+        if unique:  # uid/gid/mode only apply when the cache is made: one cache per draw
+            opts.append(f"id=fz{self.r.getrandbits(40):x}")
+            if self.chance(0.5):
+                opts.append(f"uid={self.pick(('1000', '0', '4242'))}")
+            if self.chance(0.5):
+                opts.append(f"gid={self.pick(('100', '1000', '0'))}")
+            if self.chance(0.5):
+                # no group/other write: the reference makes the dir under dockerd's umask 022
+                opts.append(f"mode={self.pick(('0755', '0700', '1750', '0750', '2755', '4711'))}")
+        if self.chance(0.4):
+            opts.append(f"sharing={self.pick(('shared', 'private', 'locked'))}")
+        self.r.shuffle(opts)
+        t = target
+        cmd = f"mkdir -p {t}/sub && echo c{n} > {t}/sub/f{n} && cp {t}/sub/f{n} /tmp/cache-out{n}"
+        if unique:
+            cmd += f" && stat -c '%u:%g %a' {t} > /tmp/cache-st{n} && ls -A {t} > /tmp/cache-ls{n}"
+        if self.chance(0.3):
+            self.emit(f"USER {self.pick(('1000', 'app'))}")
+            st.user_root = False
+            cmd = f"(echo u > {t}/u{n} || true) && id > /tmp/cache-id{n}"
+        self.emit(f"RUN --mount=type=cache,{','.join(opts)} {cmd}")
+        if not st.user_root:
+            self.emit("USER root")
+            st.user_root = True
+
+    def s7_4(self, st: Stage) -> None:  # RUN --mount=type=bind,rw from a stage, image, context
+        n = self.counter
+        self.counter += 1
+        others = [x for x in self.stages if any(k == "d" for k in x.paths.values())]
+        c = self.r.randint(0, 2)
+        if c == 0 and others:
+            other = self.pick(others)
+            src = self.pick(sorted(p for p, k in other.paths.items() if k == "d"))
+            mount = f"from={other.name},source={src}"
+        elif c == 1:
+            mount = f"from={self.pick(BASES)},source={self.pick(('/etc', '/home/app', '/'))}"
+        else:
+            mount = f"source={self.pick(self.ctx_dirs)}"
+        tgt = self.pick(("/mnt/rw", "/srv/rw", "rwdir"))
+        ro = self.pick((",rw", ",readwrite", ",rw=true"))
+        self.emit(f"RUN --mount=type=bind,{mount},target={tgt}{ro}"
+                  f" echo w > {tgt}/new{n} && mkdir -p {tgt}/nd && ls -A {tgt} > /tmp/rw{n}")
+
+    def s7_5(self, st: Stage) -> None:  # SHELL, then RUN/CMD/ENTRYPOINT shell forms
+        shells = ('["/bin/sh", "-xc"]', '["/bin/ash", "-eo", "pipefail", "-c"]',
+                  '["/bin/busybox", "sh", "-c"]', '["sh", "-c"]',
+                  '["env", "SHELLVAR=1", "/bin/sh", "-c"]', '[ "/bin/sh" , "-euc" ]')
+        self.emit(f"SHELL {self.pick(shells)}")
+        n = self.counter
+        self.counter += 1
+        self.emit(f"RUN echo \"$0 ${{SHELLVAR:-none}}\" > /tmp/shell{n} && echo ok | cat >> /tmp/shell{n}")
+        for _ in range(self.r.randint(1, 2)):
+            self.emit(self.pick(("CMD echo from $0", "ENTRYPOINT exec env", "CMD [\"x\"]",
+                                 "HEALTHCHECK CMD test -e /tmp", f"RUN <<EOF\necho hd{n} > /tmp/hd{n}\nEOF")))
+        if self.chance(0.4):
+            self.emit('SHELL ["/bin/sh", "-c"]')
+
+    def s7_6(self, st: Stage) -> None:  # odd modes, empty files and dirs
+        d = f"{self.root(st)}/{self.uniq('modes')}"
+        self.emit(f"RUN mkdir -p {d}/sticky {d}/emptydir {d}/locked && : > {d}/empty"
+                  f" && echo s > {d}/suid && echo g > {d}/sgid && echo z > {d}/zero && echo a > {d}/all"
+                  f" && echo l > {d}/locked/in && chmod 4755 {d}/suid && chmod 2711 {d}/sgid"
+                  f" && chmod 000 {d}/zero && chmod 0777 {d}/all && chmod 1750 {d}/sticky"
+                  f" && chmod {self.pick(('3777', '7777', '6755', '2750'))} {d}/emptydir"
+                  f" && chmod {self.pick(('000', '0311', '0500'))} {d}/locked")
+        for name in ("suid", "sgid", "zero", "all", "empty"):
+            self.add_path(st, f"{d}/{name}", "f")
+        for name in ("sticky", "emptydir", "locked"):
+            self.add_path(st, f"{d}/{name}", "d")
+        if self.chance(0.4):
+            self.emit(f"RUN chmod {self.pick(('0644', 'u-s', 'g+s', '1755'))} {d}/suid {d}/sgid"
+                      f" && rmdir {d}/emptydir && mkdir {d}/emptydir")
+
+    def s7_7(self, st: Stage) -> None:  # writes with odd modes in VOLUME paths
+        v = f"/vol7{self.counter}"
+        self.counter += 1
+        made = self.chance(0.7)
+        if made:
+            self.emit(f"RUN mkdir -p {v}/keep && echo k > {v}/keep/k && chmod 2770 {v}/keep")
+        self.emit(self.pick((f"VOLUME {v}", f'VOLUME ["{v}"]', f"VOLUME {v} /vol7other")))
+        if made:
+            self.emit(f"RUN echo w > {v}/w && chmod 4755 {v}/w && rm -f {v}/keep/k"
+                      f" && mkdir -p {v}/e && chmod 1777 {v}/e")
+            if self.chance(0.5):
+                self.emit(f"COPY {self.flags(st)}{self.pick(self.ctx_files)} {v}/keep/")
+
+    def s7_8(self, st: Stage) -> None:  # long names and deep paths
+        a, b = "d" * self.pick((60, 99, 100)), "e" * self.pick((54, 155, 100))
+        name = "n" * self.pick((99, 100, 101, 200, 255))
+        if self.chance(0.5):
+            rel = "long" + "x" * self.pick((95, 96, 97, 150, 251))
+            self.ctx[rel] = b"long ctx name\n"
+            self.ctx_files.append(rel)
+            self.emit(f"COPY {self.flags(st)}{rel} /long{self.counter}/")
+            self.counter += 1
+            return
+        if not st.shell:
+            return
+        if not st.user_root:
+            self.emit("USER root")
+            st.user_root = True
+        d = f"/long{self.counter}/{a}/{b}"
+        self.counter += 1
+        self.emit(f"RUN mkdir -p {d} && echo x > {d}/{name} && ln -s {d}/{name} {d}/lnk"
+                  f" && ln {d}/{name} {d}/hard")
+        self.add_path(st, f"{d}/{name}", "f")
+        self.add_path(st, f"{d}/hard", "f")
+
+    def s7_9(self, st: Stage) -> None:  # a file becomes a dir (COPY into it) and a file again
+        files = [f for f in self.known(st, "f") if f.count("/") >= 2]
+        f = self.pick(files) if files else f"/flip{self.counter}/x"
+        self.counter += 1
+        self.forget(st, f)
+        self.emit(f"RUN rm -rf {f} && mkdir -p {f} && chmod {self.pick(('2755', '700', '755'))} {f}")
+        src = self.pick(self.ctx_files)
+        self.emit(f"COPY {self.flags(st)}{src} {f}/")
+        if self.chance(0.6):
+            self.emit(f"RUN rm -rf {f} && printf back > {f} && chmod 600 {f}")
+            self.add_path(st, f, "f")
+        else:
+            self.add_path(st, f + "/" + src.rsplit("/", 1)[-1], "f")
+
+    def s7_10(self, st: Stage) -> None:  # WORKDIR through a symlink (or a dangling one)
+        n = self.counter
+        self.counter += 1
+        real = f"/wreal{n}"
+        target = self.pick((real, real[1:], f"/nowhere{n}"))
+        self.emit(f"RUN mkdir -p {real} && ln -s {target} /wlink{n}")
+        self.emit(f"WORKDIR /wlink{n}{self.pick(('', '/sub', '/a/b'))}")
+        st.workdir = "?"
+        self.emit(f"RUN touch here{n} && pwd > /tmp/pwd{n}")
+        self.emit(f"COPY {self.flags(st)}{self.pick(self.ctx_files)} {self.pick(('.', './', 'cp/'))}")
+
+    def s7_11(self, st: Stage) -> None:  # hard links across COPY --from
+        mine = [(s, d) for s, d in self.hardlinked if s != st.name]
+        if mine and self.chance(0.7):
+            other, d = self.pick(mine)
+            srcs = self.pick((d, f"{d}/", f"{d}/a {d}/b", f"{d}/*"))
+            self.emit(f"COPY {self.flags(st)}--from={other} {srcs} /hlcopy{self.counter}/")
+            self.counter += 1
+            return
+        if not st.shell:
+            return
+        d = f"/hl{self.counter}"
+        self.counter += 1
+        self.emit(f"RUN mkdir -p {d}/sub && echo a > {d}/a && ln {d}/a {d}/b && ln {d}/a {d}/sub/c"
+                  f" && chmod {self.pick(('0600', '4755', '0644'))} {d}/a")
+        for name in ("a", "b", "sub/c"):
+            self.add_path(st, f"{d}/{name}", "f")
+        self.hardlinked.append((st.name, d))
+
+    def s7_12(self, st: Stage) -> None:  # global ARGs re-declared in a stage, then used
+        if "G7" not in self.global_args:
+            return self.i_arg(st)
+        self.emit(self.pick(("ARG G7", "ARG G7=stage-default", "ARG G7=")))
+        st.args.append("G7")
+        self.emit(self.pick(("ENV FROM_G7=${G7:-unset}", "LABEL g7=\"$G7\"",
+                             "WORKDIR /g7/${G7:-none}", "COPY f0.txt /g7copy/${G7}/"
+                             if "f0.txt" in self.ctx_files else "LABEL g7b=${G7}-x",
+                             # not M2=${M1}: 0.13 expanded every default first, current
+                             # left to right (case fuzz-arg-multi-key-sequential)
+                             "ARG M1=${G7:-m} M2=${G7}-b\nENV MM=$M2",
+                             f"COPY --chown=${{U7:-1000}}:${{G7:+100}} {self.pick(self.ctx_files)}"
+                             " /g7own/")))
+        if st.shell and st.user_root:
+            self.emit(f"RUN echo \"[$G7]\" > /tmp/g7-{self.uniq('g')}")
+
+    def s7_13(self, st: Stage) -> None:  # config for FROM <stage> children to inherit
+        n = self.counter
+        self.counter += 1
+        opts = [f"ENV INH{n}=v{n} PATH=/inh{n}:$PATH", f"LABEL inh{n}=\"l {n}\"",
+                f"WORKDIR /inh{n}", f"EXPOSE {8000 + n}/udp", f"VOLUME /inhvol{n}",
+                "HEALTHCHECK --interval=7s --retries=4 CMD [\"true\"]", "HEALTHCHECK NONE",
+                "STOPSIGNAL SIGQUIT", 'ENTRYPOINT ["/bin/sh", "-c"]', "ENTRYPOINT []",
+                f'CMD ["echo", "{n}"]', "CMD []", "ENV INHERIT=child"]
+        if st.shell:
+            opts += ["USER 1000:1000", "USER app", "USER root"]
+        for line in self.r.sample(opts, k=self.r.randint(2, 5)):
+            self.emit(line)
+            if line.startswith("USER"):
+                st.user_root = line == "USER root"
+            if line.startswith("WORKDIR"):
+                st.workdir = "?"
+
+    def s7_14(self, st: Stage) -> None:  # empty files and dirs from the context
+        n = self.counter
+        self.counter += 1
+        self.ctx[f"empty{n}"] = ("dir",)
+        self.ctx[f"empty{n}/inner"] = ("dir",)
+        self.ctx[f"zero{n}"] = b""
+        self.ctx_files.append(f"zero{n}")
+        srcs = self.pick((f"empty{n}", f"empty{n}/", f"zero{n}", f"empty{n} zero{n}"))
+        self.emit(f"COPY {self.flags(st)}{srcs} /e{n}/")
+        self.add_path(st, f"/e{n}", "d")
+
+    def s7_15(self, st: Stage) -> None:  # hard links in the context
+        n = self.counter
+        self.counter += 1
+        src = self.pick([f for f in self.ctx_files if "/" not in f] or self.ctx_files)
+        self.specials.append(["hardlink", f"hl{n}", src])
+        self.ctx_files.append(f"hl{n}")
+        srcs = self.pick((f"{src} hl{n}", f"hl{n}", "."))
+        self.emit(f"COPY {self.flags(st)}{srcs} /ctxhl{n}/")
+        self.add_path(st, f"/ctxhl{n}", "d")
+
+
+    def s7_16(self, st: Stage) -> None:  # COPY --from through symlinked sources
+        mine = [(s, d) for s, d in self.symlinked if s != st.name]
+        if mine and self.chance(0.75):
+            other, d = self.pick(mine)
+            srcs = self.pick((f"{d}/dl", f"{d}/dl/", f"{d}/dl/in", f"{d}/fl", f"{d}/*",
+                              f"{d}/d*", f"{d}/dl/in/r {d}/fl", f"{d}/abs", f"{d}/dangle"))
+            dest = self.pick((f"/slcopy{self.counter}/", f"/slcopy{self.counter}"))
+            self.counter += 1
+            self.emit(f"COPY {self.flags(st)}--from={other} {srcs} {dest}")
+            return
+        if not st.shell:
+            return
+        d = f"/sl{self.counter}"
+        self.counter += 1
+        self.emit(f"RUN mkdir -p {d}/real/in && echo r > {d}/real/in/r && ln -s real {d}/dl"
+                  f" && ln -s real/in/r {d}/fl && ln -s {d}/real {d}/abs && ln -s gone {d}/dangle")
+        self.add_path(st, f"{d}/real/in/r", "f")
+        self.symlinked.append((st.name, d))
+
+    def s7_17(self, st: Stage) -> None:  # symlinks in the context: to a dir, absolute, outward
+        n = self.counter
+        self.counter += 1
+        target = self.pick((self.pick(self.ctx_dirs), "/" + self.pick(self.ctx_dirs),
+                            self.pick(self.ctx_dirs) + "/"))
+        self.ctx[f"cl{n}"] = ("link", target)
+        how = self.r.randint(0, 2)
+        if how == 0:
+            self.emit(f"COPY {self.flags(st)}cl{n} /ctxlink{n}/")
+        elif how == 1:
+            self.emit(f"COPY {self.flags(st)}cl{n}/ /ctxlink{n}/")
+        elif st.shell and st.user_root:
+            # no ls -l: the context's mtimes differ between the two builders' transfers
+            self.emit(f"RUN --mount=type=bind,source=cl{n},target=/mnt/cl stat -c '%n %a %u:%g %s'"
+                      f" /mnt/cl /mnt/cl/* > /tmp/cl{n} 2>&1 || echo none > /tmp/cl{n}")
+        else:
+            self.emit(f"COPY {self.flags(st)}cl{n} /ctxlink{n}")
+
+    def s7_18(self, st: Stage) -> None:  # COPY (--link) onto an existing or dangling symlink
+        n = self.counter
+        self.counter += 1
+        kind = self.pick(("file", "dir", "dangle"))
+        target = {"file": f"/ol{n}/t.txt", "dir": f"/ol{n}/td", "dangle": f"/ol{n}/none"}[kind]
+        made = {"file": f"echo t > {target}", "dir": f"mkdir {target}", "dangle": "true"}[kind]
+        self.emit(f"RUN mkdir -p /ol{n} && {made} && ln -s {self.pick((target, target[len(f'/ol{n}/'):]))}"
+                  f" /ol{n}/lnk")
+        flags = self.pick(("--link ", "", "--link --chmod=0600 "))
+        src = self.pick(self.ctx_files)
+        self.emit(f"COPY {flags}{src} /ol{n}/lnk{self.pick(('', '/'))}" if kind == "dir"
+                  else f"COPY {flags}{src} /ol{n}/lnk")
+
+
+def generate(seed: int, version: int = 7) -> Generated:
     """The Dockerfile, context and args of ``seed`` (deterministic for a ``version``)."""
     for attempt in range(20):
         gen = Gen(random.Random(seed * 1000 + attempt), version)
@@ -937,13 +1330,113 @@ def masked(text: str, stage_bases: bool) -> str:
     return "\n".join(out) + "\n"
 
 
+def unshare_maps(theirs: str, ours: str) -> str:
+    """``theirs`` with BuildKit 0.13's shared maps undone: its ``clone`` of a base stage's image
+    copied Labels, ExposedPorts and Volumes by reference, so what one stage FROM a stage added
+    showed in its siblings and its base; current BuildKit copies them (dockerfile 1.24,
+    fd3654d2b, moby/buildkit#6713; case ``fuzz-sibling-stage-maps``). Keys only 0.13 has are
+    dropped when ocibuild's keys are a subset of BuildKit's."""
+    def config(text: str) -> tuple[dict[str, Any], int, int]:
+        lines = text.split("\n")
+        if "config:" not in lines or "history:" not in lines:
+            raise ValueError
+        start, end = lines.index("config:") + 1, lines.index("history:")
+        return json.loads("\n".join(lines[start:end])), start, end
+
+    try:
+        mine, _, _ = config(ours)
+        cfg, start, end = config(theirs)
+    except ValueError:
+        return theirs
+    inner, my_inner = cfg.get("config", {}), mine.get("config", {})
+    for key in ("Labels", "ExposedPorts", "Volumes"):
+        have, want = inner.get(key) or {}, my_inner.get(key) or {}
+        if have != want and all(have.get(k, object()) == v for k, v in want.items()):
+            if want:
+                inner[key] = want
+            else:
+                inner.pop(key, None)
+    lines = theirs.split("\n")
+    text = json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    return "\n".join(lines[:start] + ["  " + line for line in text] + lines[end:])
+
+
+def layer_paths(work: Path) -> list[Path]:
+    """The layer tars of what a builder left in ``work``: ``saved/`` (BuildKit's ``docker
+    save``, unpacked by ``record``) or ``layout/`` (ocibuild's OCI layout), oldest first."""
+    saved = work / "saved" / "manifest.json"
+    if saved.exists():
+        return [work / "saved" / p for p in json.loads(saved.read_text())[0]["Layers"]]
+    layout = work / "layout"
+    index = json.loads((layout / "index.json").read_text())
+    blob = layout / "blobs" / "sha256"
+    manifest = json.loads((blob / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    return [blob / layer["digest"].split(":")[1] for layer in manifest["layers"]]
+
+
+def layer_views(paths: list[Path]) -> list[list[str]]:
+    """Each layer's own entries (hard links and owners as written), one line each, sorted;
+    whiteouts by name only (``docker save`` rewrites them: 0600, an opaque one the dir's mode).
+    A directory entry whose type, mode and owner are those of the tree below it is left out:
+    both builders write parent directories whose mtime alone changed (BuildKit also those of
+    the mount stubs it removes, see ``fs-run-stub-mtimes``)."""
+    from ocibuild.testing.flatten import _decompress, _norm, apply_layer
+
+    below: dict[str, Any] = {}
+    views = []
+    for path in paths:
+        lines = []
+        with open(path, "rb") as f, tarfile.open(fileobj=_decompress(f), mode="r|") as tar:
+            for m in tar:
+                name = _norm(m.name)
+                head = f"{m.mode & 0o7777:04o} {m.uid}:{m.gid} {name}"
+                if m.isdir():
+                    old = below.get(name)
+                    if old is not None and (old.kind, old.mode, old.uid, old.gid) == (
+                            "d", m.mode & 0o7777, m.uid, m.gid):
+                        continue
+                    lines.append("d " + head)
+                elif m.isreg() and name.rsplit("/", 1)[-1].startswith(".wh."):
+                    lines.append(f"w {name}")
+                elif m.isreg():
+                    data = tar.extractfile(m)
+                    digest = hashlib.sha256(data.read() if data else b"").hexdigest()[:16]
+                    lines.append(f"f {head} {m.size} {digest}")
+                elif m.issym():
+                    lines.append(f"l {head} -> {m.linkname}")
+                elif m.islnk():
+                    lines.append(f"h {head} => {_norm(m.linkname)}")
+                else:
+                    lines.append(f"{m.type.decode(errors='replace')} {head}")
+        with open(path, "rb") as f:
+            apply_layer(below, f)
+        views.append(sorted(lines))
+    return views
+
+
+def layer_diff(theirs: list[list[str]], ours: list[list[str]]) -> str:
+    """The layers whose views differ, side by side ('' when all are the same)."""
+    out = []
+    for i in range(max(len(theirs), len(ours))):
+        a = theirs[i] if i < len(theirs) else ["(none)"]
+        b = ours[i] if i < len(ours) else ["(none)"]
+        if a != b:
+            out.append(f"layer {i}: buildkit")
+            out.extend("  " + line for line in a)
+            out.append(f"layer {i}: ocibuild")
+            out.extend("  " + line for line in b)
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--out", default="/tmp/fuzz-out")
     parser.add_argument("--print", action="store_true", dest="print_only")
-    parser.add_argument("--gen", type=int, default=6, help="generator version (1 to 6)")
+    parser.add_argument("--gen", type=int, default=7, help="generator version (1 to 7)")
+    parser.add_argument("--no-layers", action="store_true",
+                        help="compare the flattened images only, not each layer's entries")
     opts = parser.parse_args(argv)
     if opts.print_only:
         for seed in range(opts.seed, opts.seed + opts.count):
@@ -983,11 +1476,14 @@ def main(argv: list[str]) -> int:
                 (work / "bk").mkdir(parents=True)
                 (work / "oci").mkdir()
                 theirs = ours = ""
+                views: list[list[list[str]]] = []
                 for _attempt in range(3):  # another user of the oracle may be copying buildx
                     try:
                         bk = record.build_buildkit(docker, case, server.host, work / "bk")
                         theirs = conformance.render(bk, base).replace(server.host,
                                                                       "localhost:5000")
+                        if not opts.no_layers:
+                            views = [layer_views(layer_paths(work / "bk"))]
                     except RuntimeError as exc:
                         theirs = "BUILDKIT FAILED\n" + str(exc)[-1500:]
                     except subprocess.CalledProcessError as exc:  # docker save: no layers
@@ -998,14 +1494,21 @@ def main(argv: list[str]) -> int:
                 try:
                     mine, _ = conformance.build_ocibuild(case, server.host, store, work / "oci")
                     ours = conformance.render(mine, base).replace(server.host, "localhost:5000")
+                    if views:
+                        views.append(layer_views(layer_paths(work / "oci")))
                 except Exception as exc:  # noqa: BLE001 -- any failure is a finding
                     ours = "OCIBUILD FAILED\n" + "".join(
                         traceback.format_exception_only(exc))[-1500:]
                 shutil.rmtree(work, ignore_errors=True)
                 both_failed = theirs.startswith("BUILDKIT FAILED") and ours.startswith("OCIBUILD")
+                if g.stage_bases:
+                    theirs = unshare_maps(theirs, ours)
                 same = masked(theirs, g.stage_bases) == masked(ours, g.stage_bases)
                 same = same or both_failed
+                layers = layer_diff(*views) if same and len(views) == 2 else ""
                 status = "same" if same else "DIFF"
+                if layers:
+                    status, same = "LAYERS", False
                 if theirs.startswith("BUILDKIT FAILED"):
                     status = "bkfail" if both_failed else "BKFAIL-ONLY"
                 if theirs.startswith("BUILDKIT FAILED\nexport:"):
@@ -1019,6 +1522,8 @@ def main(argv: list[str]) -> int:
                     shutil.copytree(cases / case, dest, symlinks=True)
                     (dest / "buildkit.txt").write_text(theirs)
                     (dest / "ocibuild.txt").write_text(ours)
+                    if layers:
+                        (dest / "layers.txt").write_text(layers)
                 shutil.rmtree(cases / case)
     finally:
         server.stop()

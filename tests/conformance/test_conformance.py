@@ -35,6 +35,10 @@ _CHMODVAR = ("COPY/ADD --chmod is expanded with ARG/ENV, mode and history (docke
              "22fbeaf; 0.13 ignored the unexpanded value)")
 _ARGBASE = ("RUN history: a stage built FROM another stage starts with that stage's ARGs "
             "(dockerfile 1.10, c7c2f0e97 dispatchState.init)")
+_CLONE = ("a stage FROM a stage gets its own copies of Labels, ExposedPorts and Volumes; 0.13 "
+          "shared the base's maps with every stage FROM it (dockerfile 1.24, fd3654d2b, #6713)")
+_ARGSEQ = ("one ARG with several keys defines them left to right: a default sees the keys "
+           "before it (dockerfile 1.8, 47a52a1 dispatchArg; 0.13 expanded all first)")
 CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
     "arg-scoping": (
         ("[empty] ARG VERSION\n", "[empty] ARG VERSION=2.5\n", _ARG),
@@ -329,6 +333,20 @@ CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
     "fuzz-arg-inherit-stage": (
         ("RUN |1 A2=child2 /bin/sh", "RUN |3 A1=def-val A2=child2 A3=env3 /bin/sh", _ARGBASE),
         ("RUN |1 A1=def-val /bin/sh", "RUN |3 A1=def-val A2=child2 A3=env3 /bin/sh", _ARGBASE),
+    ),
+    "fuzz-sibling-stage-maps": (
+        ('"80/tcp": {},\n        "81/udp": {}\n', '"80/tcp": {}\n', _CLONE),
+        ('"extra": "sib",\n        "marker": "sibling",', '"marker": "base",', _CLONE),
+        ('"/base": {},\n        "/sib": {}\n', '"/base": {}\n', _CLONE),
+        ("EXPOSE map[80/tcp:{}]", "EXPOSE [80/tcp]", _EXPOSE),
+    ),
+    "fuzz-arg-multi-key-sequential": (
+        ('"MM=-b"', '"MM=m-b"', _ARGSEQ),
+        ('"m3": ""', '"m3": "set"', _ARGSEQ),
+        ("ARG M1=m M2=-b M3=\n", "ARG M1=m M2=m-b M3=set\n", _ARGSEQ),
+        ("ENV MM=-b\n", "ENV MM=m-b\n", _ARGSEQ),
+        ("LABEL m3=\n", "LABEL m3=set\n", _ARGSEQ),
+        ("RUN |3 M1=m M2=-b M3= /bin/sh", "RUN |3 M1=m M2=m-b M3=set /bin/sh", _ARGSEQ),
     ),
 }
 

@@ -93,3 +93,44 @@ def test_cache_mount_from_stage_is_seeded_once(e2e_registry, tmp_path: Path,  # 
         assert (out / "stage").read_text() == "sub\n"
     assert seen[0] == "sub\n750\nseeded\n"
     assert seen[1] == "added-1\nsub\n750\nseeded\n"
+
+
+def test_cache_mount_mode_keeps_permission_bits_only(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new cache dir gets ``mode & 0777``: BuildKit makes it with a mkdir FileOp
+    (``os.Mkdir(mode & 0777)``), so setuid/setgid/sticky are dropped; standalone buildkitd
+    runs with umask 0, so group and other write stay (case ``fuzz-cache-mode-special-bits``
+    has the modes the reference's umask 022 does not change)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "ctx").mkdir()
+    df = tmp_path / "Dockerfile"
+    df.write_text(f"FROM {PLACEHOLDER}/busybox:latest\n".replace(PLACEHOLDER, e2e_registry.host)
+                  + "RUN --mount=type=cache,target=/a,mode=1777 stat -c %a /a > /modes\n"
+                  + "RUN --mount=type=cache,target=/b,mode=2775,gid=100 stat -c %g:%a /b >> /modes\n"
+                  + "RUN --mount=type=cache,target=/c,mode=6711 stat -c %a /c >> /modes\n")
+    out = tmp_path / "out"
+    code = cli.main(["-f", str(df), "--progress", "quiet",
+                     "--output", f"type=local,dest={out}", str(tmp_path / "ctx")])
+    assert code == 0
+    assert (out / "modes").read_text() == "777\n100:775\n711\n"
+
+
+def test_mount_target_parents_resolve_inside_the_rootfs(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mount target reached through an absolute symlink of the image is placed where the
+    link leads inside the rootfs (runc's rule), never on the host the link names."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "ctx").mkdir()
+    host = tmp_path / "host-side"
+    host.mkdir()
+    df = tmp_path / "Dockerfile"
+    df.write_text(f"FROM {PLACEHOLDER}/busybox:latest\n".replace(PLACEHOLDER, e2e_registry.host)
+                  + f"RUN mkdir -p {host} && ln -s {host} /escape\n"
+                  + "RUN --mount=type=tmpfs,target=/escape/t touch /escape/t/x"
+                  + f" && ls -A {host} > /seen\n")
+    out = tmp_path / "out"
+    code = cli.main(["-f", str(df), "--progress", "quiet",
+                     "--output", f"type=local,dest={out}", str(tmp_path / "ctx")])
+    assert code == 0
+    assert (out / "seen").read_text() == "t\n"
+    assert list(host.iterdir()) == []
