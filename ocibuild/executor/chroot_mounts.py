@@ -108,7 +108,7 @@ def restore(done: Placement) -> None:
                  if _mtime(p) == mtime}
     stub_parents = {item.target.parent for item in done.placed if item.aside is None}
     for item in reversed(done.placed):
-        parent = os.stat(item.target.parent) if item.aside is None else None
+        before = os.stat(item.target.parent) if item.aside is None else None
         if item.kind == "moved" and item.source is not None:
             if os.path.lexists(item.target):
                 os.rename(item.target, item.source)
@@ -121,9 +121,9 @@ def restore(done: Placement) -> None:
             _remove(item.target)
         if item.aside is not None:
             os.rename(item.aside, item.target)
-        if parent is not None:
+        if before is not None:
             with contextlib.suppress(OSError):
-                os.utime(item.target.parent, ns=(parent.st_atime_ns, parent.st_mtime_ns),
+                os.utime(item.target.parent, ns=(before.st_atime_ns, before.st_mtime_ns),
                          follow_symlinks=False)
     for parent, (atime, mtime) in done.parents.items():
         if parent in untouched and parent not in stub_parents:

@@ -255,7 +255,7 @@ class RunMounts:
             return True
         runtime = getattr(getattr(runner, "s", None), "runtime", None)
         isolation = getattr(runtime, "isolation", None)
-        if snap is None or isolation is None or not isolation.owns_files:
+        if snap is None or runtime is None or isolation is None or not isolation.owns_files:
             return False
         runtime.call(snap, _chown_in_sandbox, str(path), uid, gid)
         return True

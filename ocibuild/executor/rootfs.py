@@ -80,12 +80,12 @@ class Stubs:
                 is_dir = stat.S_ISDIR(st.st_mode)
                 if is_dir and os.listdir(path) or kind == "mount" and st.st_size and not is_dir:
                     continue
-                parent = os.stat(path.parent)
+                before = os.stat(path.parent)
                 if is_dir:
                     os.rmdir(path)
                 else:
                     os.unlink(path)
-                os.utime(path.parent, ns=(parent.st_atime_ns, parent.st_mtime_ns),
+                os.utime(path.parent, ns=(before.st_atime_ns, before.st_mtime_ns),
                          follow_symlinks=False)
         for parent, atime, mtime in untouched:
             with contextlib.suppress(OSError):

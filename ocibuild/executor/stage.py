@@ -304,9 +304,9 @@ class StageRunner:
         if cache is None:
             return ""
         if isinstance(stage.base, StageRef):
-            return self.result(stage.base.index).key
+            return str(self.result(stage.base.index).key)
         image = self.s.images(stage.base) if isinstance(stage.base, ImageRef) else None
-        return cache.base_key(sc.base_identity(stage, image))
+        return str(cache.base_key(sc.base_identity(stage, image)))
 
     def _cached_step(self, stage: PlannedStage, step: Step, image: Image, cmd_set: bool,
                      vertex: Vertex, parent: str) -> tuple[Image, str]:

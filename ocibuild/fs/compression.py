@@ -84,7 +84,7 @@ class _ZstdWriter:
     def __init__(self, raw: Writable, level: int, workers: int):
         self._raw = raw
         param = zstdlib.CompressionParameter
-        params = {
+        params: dict[int, int] = {
             param.compression_level: level,
             param.checksum_flag: 1,
             param.nb_workers: workers,
@@ -162,7 +162,7 @@ def open_decompressed(stream: Readable) -> Iterator[Readable]:
         finally:
             reader.close()
     elif kind == "zstd":
-        with zstdlib.ZstdFile(source, "rb") as zf:
+        with zstdlib.ZstdFile(source, "rb") as zf:  # type: ignore[call-overload]
             yield _wrap_errors(zf, "zstd")
     elif kind == "bzip2":
         with bz2.BZ2File(source, "rb") as bf:  # type: ignore[call-overload]
@@ -235,7 +235,7 @@ class _ThreadedGunzip:
             if in_member:
                 raise ContentError("truncated gzip stream")
             self._put(self._EOF)
-        except zlib_ng.error as exc:
+        except zlib_ng.error as exc:  # type: ignore[misc]  # an exception class, untyped
             self._put(ContentError(f"corrupt gzip stream: {exc}"))
         except (ContentError, OSError) as exc:
             self._put(exc)

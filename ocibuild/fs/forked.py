@@ -106,6 +106,7 @@ class ForkedCompressor:
             raise
         if pid == 0:  # pragma: no cover - runs in the child, reported through the answer pipe
             code = 1
+            answer: object = None
             try:
                 _close_other_fds((fd, data_r, answer_w))
                 answer = _compress(data_r, fd, compression, level, threads)
