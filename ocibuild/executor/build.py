@@ -31,7 +31,7 @@ from ocibuild.executor.progress import make_progress
 from ocibuild.executor.pull import ImageSource, NamedContext
 from ocibuild.executor.stage import BuildServices, StageRunner, StageStopped, now_rfc3339
 from ocibuild.image import Image, ImageConfig
-from ocibuild.plan.model import CopyStep, RunStep
+from ocibuild.plan.model import BuildPlan, CopyStep, RunStep
 
 
 @dataclass(frozen=True)
@@ -365,7 +365,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
         store.close()  # its shared lock: ``prune --all`` may run once no build holds it
 
 
-def _run_stages(runner: StageRunner, plan: Any) -> None:
+def _run_stages(runner: StageRunner, plan: BuildPlan) -> None:
     """Every stage at once, each in a thread; a step that needs another stage waits for it
     (``StageRunner.result``). Raises the first failure in plan order, not counting the
     stages a failure stopped."""

@@ -78,8 +78,8 @@ class Stubs:
             with contextlib.suppress(OSError):
                 st = os.lstat(path)
                 is_dir = stat.S_ISDIR(st.st_mode)
-                if is_dir and os.listdir(path) or kind == "mount" and st.st_size and not is_dir:
-                    continue
+                if os.listdir(path) if is_dir else kind == "mount" and st.st_size > 0:
+                    continue  # what the RUN put there is the RUN's
                 before = os.stat(path.parent)
                 if is_dir:
                     os.rmdir(path)

@@ -304,7 +304,7 @@ class StageRunner:
         if cache is None:
             return ""
         if isinstance(stage.base, StageRef):
-            return str(self.result(stage.base.index).key)
+            return self.result(stage.base.index).key
         image = self.s.images(stage.base) if isinstance(stage.base, ImageRef) else None
         return str(cache.base_key(sc.base_identity(stage, image)))
 
