@@ -26,7 +26,7 @@ import threading
 from typing import Protocol
 
 from ocibuild.digest import Digest, DigestingWriter
-from ocibuild.fs.compression import Compressor, open_compressor
+from ocibuild.fs.compression import open_compressor
 
 _PIPE_SIZE = 1 << 20  # the tar sink's batch: one write fills the pipe, one read empties it
 _F_SETPIPE_SZ = 1031
@@ -169,22 +169,21 @@ def _compress(data_r: int, fd: int, compression: str, level: int | None,
               threads: int | None) -> tuple[Digest, int]:
     gc.disable()  # short-lived; a collection would copy the pages the parent shares with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it (EOF or SIGKILL)
-    out = DigestingWriter(_FdWriter(fd))  # type: ignore[arg-type]
-    comp: Compressor = open_compressor(out, compression, level, threads)
+    copy = _InProcess(fd, compression, level, threads)
     try:
         buf = bytearray(_PIPE_SIZE)
         view = memoryview(buf)
         while True:
             n = _read_full(data_r, view)
             if n:
-                comp.write(view[:n])
+                copy.write(view[:n])
             if n < len(view):
                 break
-        comp.close()
+        copy.close()
     except BaseException:
-        comp.abort()
+        copy.abort()
         raise
-    return out.digest, out.size
+    return copy.digest, copy.size
 
 
 def _read_full(fd: int, view: memoryview) -> int:

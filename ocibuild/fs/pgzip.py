@@ -197,10 +197,9 @@ def _deflate_block(block: bytes, zdict: bytes, level: int) -> bytes:
         if stored:
             _stored(run, out)
         else:
-            if start == 0 and zdict and not _incompressible(zdict[-_SEGMENT:]):
-                c = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_DEFAULT_STRATEGY, zdict)
-            else:
-                c = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_DEFAULT_STRATEGY)
+            use_dict = start == 0 and zdict and not _incompressible(zdict[-_SEGMENT:])
+            c = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_DEFAULT_STRATEGY,
+                                    *((zdict,) if use_dict else ()))
             out.append(c.compress(run))
             out.append(c.flush(zlib_ng.Z_SYNC_FLUSH))
     return b"".join(out)
