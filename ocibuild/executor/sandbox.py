@@ -36,6 +36,7 @@ from typing import Any, Literal
 from ocibuild.errors import OcibuildError, SandboxError
 from ocibuild.executor import _linux
 from ocibuild.executor.userns import IdMap, write_maps
+from ocibuild.store._locks import close_inherited, fork_guard
 
 Mode = Literal["rootless", "root", "chroot", "none"]
 
@@ -122,7 +123,7 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
     without an answer raises :class:`SandboxError`. Nothing is left running when this returns or
     raises, including on KeyboardInterrupt.
     """
-    with _PIPES.lock:
+    with _PIPES.lock, fork_guard():
         result_r, result_w = _PIPES.pipe()
         up_r, up_w = _PIPES.pipe()  # stage 1 -> caller: "unshared, map me"
         down_r, down_w = _PIPES.pipe()  # caller -> stage 1: "mapped"
@@ -137,8 +138,10 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
         code = 70
         try:
             # Pipes of sandboxes other threads are running are not ours to hold open (their
-            # readers would wait for our exit to see EOF); nor are our parent's ends.
+            # readers would wait for our exit to see EOF); nor are our parent's ends; nor the
+            # store locks other threads hold (we would hold them as long as we run).
             _PIPES.close_all_but(result_w, up_w, down_r, out_w)
+            close_inherited()
             code = _stage1(iso, fn, args, new_net, caller, result_w, up_w, down_r, out_w)
         except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
             _send(result_w, _Failure(exc, traceback.format_exc()))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from ocibuild.errors import ExecutionError, SandboxError
 from ocibuild.executor import seccomp
 from ocibuild.executor.sandbox import Isolation, enter
 from ocibuild.executor.userns import parse_subid
+from ocibuild.store._locks import locked
 
 pytestmark = [pytest.mark.rootless, pytest.mark.chroot]
 
@@ -98,6 +101,36 @@ def test_enter_passes_results_and_errors_back() -> None:
     chunks: list[bytes] = []
     assert enter(iso, lambda out_fd: os.write(out_fd, b"streamed"), output=chunks.append) == 8
     assert b"".join(chunks) == b"streamed"
+
+
+
+def test_a_sandbox_does_not_keep_a_lock_another_thread_held_when_it_forked(
+        tmp_path: Path) -> None:
+    """A flock belongs to the open file, which a forked child shares: a sandbox forked by one
+    stage's thread while another thread held a store lock kept that lock for as long as it
+    ran (a RUN waiting for another stage then waited on itself). It closes them first."""
+    iso = Isolation("chroot" if os.geteuid() == 0 else "none")
+    lock = tmp_path / "lock"
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locked(lock):
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert holding.wait(10)
+    sandbox = threading.Thread(target=enter, args=(iso, time.sleep, 3))
+    sandbox.start()  # forks while ``holder`` holds the lock
+    time.sleep(0.5)
+    release.set()
+    thread.join()
+    try:
+        with locked(lock, blocking=False) as held:
+            assert held, "the sandbox still holds the lock"
+    finally:
+        sandbox.join()
 
 
 LOCKED_DOWN = """
