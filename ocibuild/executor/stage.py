@@ -13,6 +13,15 @@ Per step, as BuildKit does it:
 Every layer a step produces is unpacked once per chain id by the runtime and reused as a lower
 directory by the next step and by every stage or build that shares it.
 
+A kernel overlay snapshot's diff is written in the background (``_Pending``), as BuildKit
+computes a diff only when something needs the blob: its upper dir, complete once the step's
+process has ended, already serves the next step (and the stages that copy from this one) as a
+lower while the layer is tarred and hashed. A stage has at most one such layer in flight; it is
+settled (appended to the image, recorded in the cache) before the next layer is committed, before
+any step that needs the image itself (config edits, cache hits) and at the stage's end. The
+upper dirs move into the store's snapshots when the build ends (``close``): until then a
+snapshot created over them may still name them.
+
 With a build cache (``BuildServices.cache``, see ``executor.cache``) every state has a key;
 a RUN, COPY/ADD or WORKDIR whose key has an entry is not run: its recorded layer is appended
 (unpacked only when a later step needs a filesystem) and its vertex shows ``CACHED``.
@@ -31,11 +40,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ocibuild.digest import Digest
 from ocibuild.dockerfile import model as df
-from ocibuild.errors import ExecutionError, OcibuildError
+from ocibuild.errors import ExecutionError, Location, OcibuildError
 from ocibuild.executor import cache as sc
 from ocibuild.executor import configedit as ce
 from ocibuild.executor.command import RunSpec
@@ -58,6 +67,7 @@ from ocibuild.plan.model import (
 )
 from ocibuild.store import variants
 
+_T = TypeVar("_T")
 _HEREDOC_ONLY = re.compile(r"^<<-?\s*(['\"]?)([^'\"\s]+)\1\s*$")
 
 
@@ -70,6 +80,27 @@ class StageResult:
     image: Image
     key: str = ""  # the build-cache state key of the image (empty without a cache)
     first_new: int = 0  # history entries from here on were added by this build
+
+
+@dataclass
+class _Pending:
+    """A layer whose diff is still being written (``StageRunner._commit``): ``snap``'s upper
+    dir is complete and serves as a lower meanwhile; ``future`` gives the blob."""
+
+    snap: Any
+    created_by: str
+    location: Location | None
+    future: Future[Any]
+    key: str | None = None  # the cache key to record the layer under once it is settled
+
+
+class _Tip:
+    """A stage's state between steps: the image so far and the layer still being written on
+    top of it, if any."""
+
+    def __init__(self, image: Image):
+        self.image = image
+        self.pending: _Pending | None = None
 
 
 @dataclass
@@ -116,6 +147,11 @@ class BuildServices:
                 shutil.copyfile(snap.record_path, tmp / RECORD_NAME)
 
         path = Path(self.store.snapshot(chain, fill)) / "fs"
+        with self._lock:
+            self._layer_dirs[str(chain)] = path
+
+    def known_dir(self, chain: Digest, path: Path) -> None:
+        """``path`` holds the unpacked layer ``chain`` for the rest of this build."""
         with self._lock:
             self._layer_dirs[str(chain)] = path
 
@@ -172,6 +208,10 @@ class StageRunner:
         # (FROM, COPY --from, RUN --mount from=) waits for it, as BuildKit's solver does: set
         # when a stage ends, built or failed. A failure stops the others at their next step.
         self._ended = {s.index: threading.Event() for s in plan.stages}
+        # Set earlier, when a stage's steps have run and only its last layer may still be
+        # being written: what COPY --from needs (its dirs and key) is known then.
+        self._ready = {s.index: threading.Event() for s in plan.stages}
+        self._ready_tips: dict[int, tuple[Image, Path | None, str]] = {}
         self._failed = threading.Event()
         self.exported = exported_stages(plan)
         self._current = threading.local()  # the stage a thread runs (a stage is one thread)
@@ -179,12 +219,25 @@ class StageRunner:
         # background, overlapping the next steps and the export; ``close`` waits for it.
         self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-rm")
         self._removals: list[Future[None]] = []
+        # Diffs written in the background (``_Pending``): at most one per stage at a time.
+        self._committer = ThreadPoolExecutor(max_workers=max(1, len(plan.stages)),
+                                             thread_name_prefix="commit")
+        self._to_adopt: list[tuple[Any, Digest]] = []  # settled snapshots, moved in by close
 
     def discard(self, snap: Any) -> None:
         self._removals.append(self._remover.submit(self.s.runtime.remove, snap))
 
     def close(self) -> None:
-        """Wait until every used snapshot is removed (the first failure is raised)."""
+        """Move the upper dirs of the layers written in the background into the store (no
+        snapshot will name them any more), then wait until every used snapshot is removed
+        (the first failure is raised)."""
+        self._committer.shutdown(wait=True)  # idle: every stage settled or drained its layer
+        with self._lock:
+            adopt, self._to_adopt = self._to_adopt, []
+        for snap, chain in adopt:
+            with contextlib.suppress(OSError):  # a later build unpacks the blob instead
+                self.s.adopt_upper(snap, chain)
+            self.discard(snap)
         self._remover.shutdown(wait=True)
         for f in self._removals:
             f.result()
@@ -193,15 +246,13 @@ class StageRunner:
 
     def result(self, index: int) -> StageResult:
         """Stage ``index``'s result, once it is built (``StageStopped`` if it failed)."""
-        ended = self._ended.get(index)
-        if ended is not None:
-            ended.wait()
-        with self._lock:
-            if index in self.results:
-                return self.results[index]
-        if ended is not None:
-            raise StageStopped(f"stage {index} failed")
-        raise ExecutionError(f"stage {index} has not been built yet")
+        return _wait_for(self._ended, self.results, index, self._lock)
+
+    def ready(self, index: int) -> tuple[Image, Path | None, str]:
+        """Stage ``index`` once its steps have run: its image without the layer still being
+        written, if any, that layer's dir, and the state key (``StageStopped`` if it failed
+        before)."""
+        return _wait_for(self._ready, self._ready_tips, index, self._lock)
 
     def source_lowers(self, source: Source) -> tuple[Path, ...]:
         """The read-only layer stack a COPY/mount source stands for."""
@@ -209,7 +260,8 @@ class StageRunner:
             case ContextRef():
                 return (self.s.context_dir,)
             case StageRef(index=index):
-                return self.s.layer_dirs(self.result(index).image)
+                image, upper, _ = self.ready(index)
+                return self._dirs(image, upper)
             case ImageRef():
                 local = self._local_dir(source) if self._local_dir else None
                 if local is not None:
@@ -255,8 +307,9 @@ class StageRunner:
             self._failed.set()
             raise
         finally:
-            if stage.index in self._ended:
-                self._ended[stage.index].set()
+            for events in (self._ready, self._ended):
+                if stage.index in events:
+                    events[stage.index].set()
 
     def _run_stage(self, stage: PlannedStage) -> StageResult:
         total = len(stage.steps) + 1
@@ -269,27 +322,37 @@ class StageRunner:
         key = self._base_key(stage)
         first_new = (self.result(stage.base.index).first_new if isinstance(stage.base, StageRef)
                      else len(image.config.history))
-        for number, step in enumerate(stage.steps, start=2):
-            for index in _stages_used(step):
-                self.result(index)  # before the vertex starts: waiting is not running
-            if self._failed.is_set():
-                raise StageStopped(f"stage {stage.index} stopped: another stage failed")
-            name = step_name(stage, number, total, instruction_text(step.instruction))
-            vertex = self.s.progress.vertex(name)
-            try:
-                image, key = self._cached_step(stage, step, image, cmd_set, vertex, key)
-            except OcibuildError as exc:
-                if exc.location is None:
-                    exc.location = step.instruction.location
-                vertex.error(exc.message)
-                raise
-            except Exception as exc:
-                vertex.error(str(exc))
-                raise ExecutionError(f"{step.instruction.keyword}: {exc}",
-                                     location=step.instruction.location) from exc
-            vertex.done()
-            if isinstance(step, ConfigStep) and isinstance(step.instruction, df.Cmd):
-                cmd_set = True
+        tip = _Tip(image)
+        try:
+            for number, step in enumerate(stage.steps, start=2):
+                for index in _stages_used(step):
+                    self.ready(index)  # before the vertex starts: waiting is not running
+                if self._failed.is_set():
+                    raise StageStopped(f"stage {stage.index} stopped: another stage failed")
+                name = step_name(stage, number, total, instruction_text(step.instruction))
+                vertex = self.s.progress.vertex(name)
+                try:
+                    key = self._cached_step(stage, step, tip, cmd_set, vertex, key)
+                except OcibuildError as exc:
+                    if exc.location is None:
+                        exc.location = step.instruction.location
+                    vertex.error(exc.message)
+                    raise
+                except Exception as exc:
+                    vertex.error(str(exc))
+                    raise ExecutionError(f"{step.instruction.keyword}: {exc}",
+                                         location=step.instruction.location) from exc
+                vertex.done()
+                if isinstance(step, ConfigStep) and isinstance(step.instruction, df.Cmd):
+                    cmd_set = True
+            upper = tip.pending.snap.upper if tip.pending is not None else None
+            with self._lock:
+                self._ready_tips[stage.index] = (tip.image, upper, key)
+            if stage.index in self._ready:
+                self._ready[stage.index].set()
+            image = self._settle(tip)
+        finally:
+            self._drain(tip)
         if self.s.created:
             image = sc.restamp(image, first_new, self.s.created)
         result = StageResult(stage.index, image, key, first_new)
@@ -308,18 +371,21 @@ class StageRunner:
         image = self.s.images(stage.base) if isinstance(stage.base, ImageRef) else None
         return str(cache.base_key(sc.base_identity(stage, image)))
 
-    def _cached_step(self, stage: PlannedStage, step: Step, image: Image, cmd_set: bool,
-                     vertex: Vertex, parent: str) -> tuple[Image, str]:
-        """Run ``step`` unless the cache has what it makes (then append that, no snapshot, and
-        mark the vertex CACHED); returns the new image and its state key."""
+    def _cached_step(self, stage: PlannedStage, step: Step, tip: _Tip, cmd_set: bool,
+                     vertex: Vertex, parent: str) -> str:
+        """Run ``step`` on ``tip`` unless the cache has what it makes (then append that, no
+        snapshot, and mark the vertex CACHED); returns the new state's key. Keys before the
+        step depend on the config only, so a layer still being written need not be settled."""
         cache = self.s.cache
         if cache is None:
-            return self.run_step(stage, step, image, cmd_set, vertex), ""
-        key = sc.key_before(self, parent, step, image)
+            self.run_step(stage, step, tip, cmd_set, vertex)
+            return ""
+        key = sc.key_before(self, parent, step, tip.image)
         makes_layer = not isinstance(step, ConfigStep) or isinstance(step.instruction, df.Workdir)
         if key is not None and makes_layer:
             hit = cache.lookup(key)
             if hit is not None:
+                image = self._settle(tip)
                 if isinstance(step, ConfigStep):  # WORKDIR: its config edit, then its layer
                     cfg, _ = ce.apply_config(image.config.to_json(), step.instruction,
                                              cmd_set=cmd_set, created=self.s.created or None)
@@ -330,14 +396,24 @@ class StageRunner:
                                   created_by=self._created_by(step, image),
                                   comment=ce.HISTORY_COMMENT)
                 vertex.cached()
-                return append(image, hit.layer, history), key
-        after = self.run_step(stage, step, image, cmd_set, vertex)
+                tip.image = append(image, hit.layer, history)
+                return key
+        before = tip.image
+        self.run_step(stage, step, tip, cmd_set, vertex)
         if key is None:
-            key = sc.key_after(parent, step, after)
+            key = sc.key_after(parent, step, self._settle(tip))
         if makes_layer:
+            if tip.pending is not None:  # this step's layer: recorded once it is settled
+                tip.pending.key = key
+            else:
+                self._record(key, before, tip.image)
+        return key
+
+    def _record(self, key: str, before: Image, after: Image) -> None:
+        cache = self.s.cache
+        if cache is not None:
             with contextlib.suppress(OSError):  # a failed write only costs a later miss
-                cache.record(key, image, after)
-        return after, key
+                cache.record(key, before, after)
 
     def _created_by(self, step: Step, image: Image) -> str:
         """The history text of a step that makes a layer, on the state ``image`` (for
@@ -351,38 +427,42 @@ class StageRunner:
                                           step.chmod, step.parents)
         return f"WORKDIR {cfg['config']['WorkingDir']}"
 
-    def run_step(self, stage: PlannedStage, step: Step, image: Image, cmd_set: bool,
-                 vertex: Vertex) -> Image:
+    def run_step(self, stage: PlannedStage, step: Step, tip: _Tip, cmd_set: bool,
+                 vertex: Vertex) -> None:
+        """Run ``step`` on ``tip``: its new image, or its layer pending on top of it."""
         match step:
             case RunStep():
-                return self._run(stage, step, image, vertex)
+                self._run(stage, step, tip, vertex)
             case CopyStep():
-                return self._copy(step, image)
+                self._copy(step, tip)
             case ConfigStep(instruction=instr):
+                image = self._settle(tip)
                 cfg, hist = ce.apply_config(image.config.to_json(), instr, cmd_set=cmd_set,
                                             created=self.s.created or None)
-                image = image.with_config(ImageConfig(cfg))
+                tip.image = image.with_config(ImageConfig(cfg))
                 if isinstance(instr, df.Workdir):
                     wd = cfg["config"]["WorkingDir"]
                     if wd != "/":
                         user = (cfg.get("config") or {}).get("User", "")
-                        return self._commit_call(image, f"WORKDIR {wd}", make_workdir, wd, user)
-                if hist is None:
-                    return image
-                return append(image, None, History.from_json(hist))
-        raise AssertionError(step)
+                        self._commit_call(tip, f"WORKDIR {wd}", make_workdir, wd, user,
+                                          location=instr.location)
+                        return
+                if hist is not None:
+                    tip.image = append(tip.image, None, History.from_json(hist))
+            case _:
+                raise AssertionError(step)
 
     # -- RUN -------------------------------------------------------------------------------
 
-    def _run(self, stage: PlannedStage, step: RunStep, image: Image, vertex: Vertex) -> Image:
-        cfg = image.config.to_json()
+    def _run(self, stage: PlannedStage, step: RunStep, tip: _Tip, vertex: Vertex) -> None:
+        cfg = tip.image.config.to_json()
         argv, script = run_argv(cfg, step)
         env = ce.env_map(cfg)
         env.update(dict(step.build_args))
         inner = cfg.get("config") or {}
-        created_by = self._created_by(step, image)
+        created_by = self._created_by(step, tip.image)
         runtime = self.s.runtime
-        snap = runtime.new_snapshot(self.s.layer_dirs(image))
+        snap = runtime.new_snapshot(self._lowers(tip))
         try:
             with contextlib.ExitStack() as stack:
                 mounts: list[Any] = []
@@ -407,20 +487,21 @@ class StageRunner:
                     f'process "{shown}" did not complete successfully: exit code: {code}',
                     location=step.instruction.location,
                 )
-            return self._commit(image, snap, created_by)
-        finally:
+        except BaseException:
             self.discard(snap)
+            raise
+        self._commit(tip, snap, created_by, step.instruction.location)
 
     # -- COPY / ADD ------------------------------------------------------------------------
 
-    def _copy(self, step: CopyStep, image: Image) -> Image:
+    def _copy(self, step: CopyStep, tip: _Tip) -> None:
         from ocibuild.executor.copy import copy_into
 
-        cfg = image.config.to_json()
+        cfg = tip.image.config.to_json()
         workdir = (cfg.get("config") or {}).get("WorkingDir") or "/"
         instr = step.instruction
         assert isinstance(instr, df.CopyBase)
-        created_by = self._created_by(step, image)
+        created_by = self._created_by(step, tip.image)
         roots = {"src": self.source_lowers(step.source)}
         ignore = None
         owners = None  # a stage's or image's true owners its layer dirs could not hold
@@ -428,30 +509,65 @@ class StageRunner:
             ignore = self.s.context.ignore
         elif self._layered(step.source):
             owners = self.s.runtime.source_record(roots["src"])
-        return self._commit_call(image, created_by, copy_into, step, workdir, ignore, owners,
-                                 roots=roots)
+        self._commit_call(tip, created_by, copy_into, step, workdir, ignore, owners,
+                          roots=roots, location=step.instruction.location)
 
     # -- commit helpers --------------------------------------------------------------------
 
-    def _commit_call(self, image: Image, created_by: str, fn: Callable[..., Any], *args: Any,
-                     roots: Mapping[str, Sequence[Path]] | None = None) -> Image:
-        """Run ``fn`` in a snapshot of ``image`` (``runtime.call``) and commit the result."""
+    def _commit_call(self, tip: _Tip, created_by: str, fn: Callable[..., Any], *args: Any,
+                     roots: Mapping[str, Sequence[Path]] | None = None,
+                     location: Location | None = None) -> None:
+        """Run ``fn`` in a snapshot of ``tip`` (``runtime.call``) and commit the result."""
         runtime = self.s.runtime
-        snap = runtime.new_snapshot(self.s.layer_dirs(image))
+        snap = runtime.new_snapshot(self._lowers(tip))
         try:
             runtime.call(snap, fn, *args, roots=dict(roots or {}))
-            return self._commit(image, snap, created_by)
-        finally:
+        except BaseException:
             self.discard(snap)
+            raise
+        self._commit(tip, snap, created_by, location)
 
-    def _commit(self, image: Image, snap: Any, created_by: str) -> Image:
-        """Diff ``snap`` into a layer in the store and append it (``created_by`` already
-        carries `` # buildkit`` where BuildKit puts it)."""
-        store = self.s.store
-        tmp = store.tempdir("layer-")
+    def _lowers(self, tip: _Tip) -> tuple[Path, ...]:
+        return self._dirs(tip.image, tip.pending.snap.upper if tip.pending else None)
+
+    def _dirs(self, image: Image, upper: Path | None) -> tuple[Path, ...]:
+        """The layer dirs of ``image``, top-most first, under the upper dir of a layer still
+        being written on top of it."""
+        dirs = self.s.layer_dirs(image)
+        return dirs if upper is None else (upper, *dirs)
+
+    def _commit(self, tip: _Tip, snap: Any, created_by: str, location: Location | None) -> None:
+        """Diff ``snap`` into a layer in the store on top of ``tip`` (``created_by`` already
+        carries `` # buildkit`` where BuildKit puts it); takes ``snap`` over. A kernel overlay
+        snapshot's diff is written in the background (the module docstring says why), any
+        other's now: fuse-overlayfs rewrites its upper dir when committing it, and a copy
+        snapshot has no dir that holds the diff alone."""
         want = self.s.output_compression
         if getattr(self._current, "index", None) not in self.exported:
             want = None
+        if getattr(snap, "kind", None) == "overlay" and os.path.isdir(snap.upper):
+            try:
+                self._settle(tip)  # one layer in flight per stage
+            except BaseException:
+                self.discard(snap)
+                raise
+            future = self._committer.submit(self._write_layer, snap, want)
+            tip.pending = _Pending(snap, created_by, location, future)
+            return
+        try:
+            blob = self._write_layer(snap, want)
+        except BaseException:
+            self.discard(snap)
+            raise
+        tip.image = self._append(tip.image, blob, created_by)
+        self.s.adopt_upper(snap, chain_ids(tip.image.config.diff_ids)[-1])
+        self.discard(snap)
+
+    def _write_layer(self, snap: Any, want: tuple[str, int | None] | None) -> Any:
+        """The layer blob of ``snap``'s diff, moved into the store in the background; with
+        ``want``, a copy in that compression too (and streamed to the push's registry)."""
+        store = self.s.store
+        tmp = store.tempdir("layer-")
         also = (tmp / "copy", *want) if want is not None and want[0] != "uncompressed" else None
         upload = None
         if also is not None and self.s.uploads is not None:
@@ -481,16 +597,69 @@ class StageRunner:
             store.adopt_later(copy.path, copy.digest, copy.size, lambda: None)
             variants.record(store, blob.diff_id, also[1], also[2], copy.digest, copy.size)
         store.adopt_later(blob.path, blob.digest, blob.size, lambda: _rmtree(tmp))
+        return blob
+
+    def _append(self, image: Image, blob: Any, created_by: str) -> Image:
         layer = Layer(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id)
         history = History(created=self.s.created or None, created_by=created_by,
                           comment=ce.HISTORY_COMMENT)
-        new = append(image, layer, history)
-        self.s.adopt_upper(snap, chain_ids(new.config.diff_ids)[-1])
-        return new
+        return append(image, layer, history)
+
+    def _settle(self, tip: _Tip) -> Image:
+        """``tip``'s image with its pending layer, once written, appended (and recorded in
+        the cache); its error, if writing it failed, located at the step that made it."""
+        pending = tip.pending
+        if pending is None:
+            return tip.image
+        tip.pending = None
+        try:
+            blob = pending.future.result()
+        except OcibuildError as exc:
+            self.discard(pending.snap)
+            if exc.location is None:
+                exc.location = pending.location
+            raise
+        except Exception as exc:
+            self.discard(pending.snap)
+            keyword = pending.created_by.split(" ", 1)[0]
+            raise ExecutionError(f"{keyword}: {exc}", location=pending.location) from exc
+        before = tip.image
+        tip.image = self._append(before, blob, pending.created_by)
+        chain = chain_ids(tip.image.config.diff_ids)[-1]
+        # Its upper dir stays where the snapshots made since name it; ``close`` moves it in.
+        self.s.known_dir(chain, pending.snap.upper)
+        with self._lock:
+            self._to_adopt.append((pending.snap, chain))
+        if pending.key is not None:
+            self._record(pending.key, before, tip.image)
+        return tip.image
+
+    def _drain(self, tip: _Tip) -> None:
+        """After a failure: wait for the layer still being written and drop its snapshot."""
+        pending, tip.pending = tip.pending, None
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                pending.future.result()
+            self.discard(pending.snap)
 
 
 class StageStopped(ExecutionError):
     """A stage ended early because another stage failed (the build reports that failure)."""
+
+
+def _wait_for(events: Mapping[int, threading.Event], table: Mapping[int, _T], index: int,
+              lock: threading.Lock) -> _T:
+    """``table[index]`` once ``events[index]`` is set; ``StageStopped`` if the stage ended
+    without filling it."""
+    event = events.get(index)
+    if event is not None:
+        event.wait()
+    with lock:
+        if index in table:
+            return table[index]
+    if event is not None:
+        raise StageStopped(f"stage {index} failed")
+    raise ExecutionError(f"stage {index} has not been built yet")
 
 
 def _stages_used(step: Step) -> list[int]:
