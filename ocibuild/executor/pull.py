@@ -18,6 +18,7 @@ Every image pulled from a registry is recorded as a gc root of the store (``pull
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -180,9 +181,19 @@ class ImageSource:
         kind, value = self._target(ref)
         platform = Platform.parse(ref.platform)
         if kind == "registry":
-            manifest, raw = self.client.resolve_image(Reference.parse(value), platform)
+            manifest, raw = self.client.resolve_image(Reference.parse(value), platform,
+                                                      self._stored)
             return Image.from_manifest(manifest, raw)
         return self._from_layout(value, platform)
+
+    def _stored(self, digest: Digest) -> bytes | None:
+        """A small blob the store holds (a base's config pulled before), verified; else None
+        (also when it turns out corrupt: the store then drops it)."""
+        if not self.store.has(digest):
+            return None
+        with contextlib.suppress(OcibuildError):
+            return bytes(self.store.get_bytes(digest))
+        return None
 
     def _fetch(self, ref: ImageRef) -> Image:
         kind, value = self._target(ref)

@@ -241,8 +241,11 @@ class RegistryClient:
 
     # -- images --------------------------------------------------------------------------------
 
-    def resolve_image(self, ref: Reference, platform: Platform) -> tuple[Manifest, bytes]:
-        """The image manifest for ``platform`` (following an index) and its config bytes."""
+    def resolve_image(self, ref: Reference, platform: Platform,
+                      stored: Callable[[Digest], bytes | None] | None = None,
+                      ) -> tuple[Manifest, bytes]:
+        """The image manifest for ``platform`` (following an index) and its config bytes:
+        ``stored(digest)`` when it has them (a config pulled before), else fetched."""
         parsed = self.fetch_manifest(ref)
         if isinstance(parsed, Index):
             chosen = parsed.select(platform)
@@ -254,8 +257,8 @@ class RegistryClient:
             parsed = self.fetch_manifest(child, action=f"pull {ref}")
             if isinstance(parsed, Index):
                 raise ContentError(f"pull {ref}: index entry {chosen.digest} is another index")
-        config = self.fetch_blob_bytes(ref, parsed.config)
-        return parsed, config
+        config = stored(parsed.config.digest) if stored is not None else None
+        return parsed, config if config is not None else self.fetch_blob_bytes(ref, parsed.config)
 
     def pull_image(self, ref: Reference, platform: Platform, store: BlobStore,
                    on_progress: OnProgress | None = None) -> Image:
