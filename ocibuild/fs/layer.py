@@ -32,6 +32,7 @@ from ocibuild.fs.compression import Compressor, open_compressor
 from ocibuild.fs.forked import Copy, open_copy
 from ocibuild.fs.ownership import OwnershipRecord
 from ocibuild.fs.tarformat import BLOCK, EntryKind, TarEntry, encode_header
+from ocibuild.fs.writeback import WritebackFile
 
 # Xattrs that describe the snapshot machinery or the host, never the image.
 SKIPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux")
@@ -116,7 +117,7 @@ def write_layer(
     second: Copy | None = None
     with contextlib.ExitStack() as files:
         try:
-            blob = DigestingWriter(files.enter_context(open(dest, "wb")))
+            blob = DigestingWriter(files.enter_context(WritebackFile(dest)))
             comp = open_compressor(blob, compression, level, threads)
             if also is not None:
                 copy_file = files.enter_context(open(also[0], "wb", buffering=0))
