@@ -1,5 +1,3 @@
-import sys
+from ocibuild.cli import exit_process, main
 
-from ocibuild.cli import main
-
-sys.exit(main())
+exit_process(main())

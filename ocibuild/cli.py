@@ -13,8 +13,13 @@ renders errors as one line and sets the exit code. Nothing else lives here.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import os
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ocibuild import __version__, api
 from ocibuild.errors import OcibuildError, UsageError
@@ -112,3 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def exit_process(code: int) -> NoReturn:
+    """End ``python -m ocibuild`` with ``code`` as ``sys.exit`` would, less the interpreter's
+    teardown: freeing every module and object one by one takes 30-40 ms after a build here,
+    for a process that is ending anyway. What exit needs is done first: the threads still
+    running (none, after a build) are waited for, the ``atexit`` handlers run (the
+    interpreter's own hook, as ``Py_Finalize`` calls it), stdout and stderr are flushed. Every
+    file the build wrote was closed (outputs appear by rename) and every child reaped."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said
+            stream.flush()
+    os._exit(code)
