@@ -204,7 +204,7 @@ def _source_content(runner: Any, source: Any, paths: Sequence[str],
                 files = runner.s.cache.files(runner.s.context_dir)  # a stdin tar is new each time
             return "context " + tree_digest(runner.s.context_dir, paths, visible, files)
         case StageRef(index=index):
-            return f"stage {index} {runner.ready(index)[2]}"
+            return f"stage {index} {runner.ready(index).key}"
         case ImageRef():
             local = runner._local_dir(source) if runner._local_dir else None
             if local is not None:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ocibuild.digest import Digest
 from ocibuild.dockerfile import model as df
@@ -92,6 +92,15 @@ class _Pending:
     location: Location | None
     future: Future[Any]
     key: str | None = None  # the cache key to record the layer under once it is settled
+
+
+class Ready(NamedTuple):
+    """A stage whose steps have run (``StageRunner.ready``): its image without the layer still
+    being written, if any, that layer's dir, and the state key."""
+
+    image: Image
+    upper: Path | None
+    key: str
 
 
 class _Tip:
@@ -146,9 +155,7 @@ class BuildServices:
             if os.path.exists(snap.record_path):
                 shutil.copyfile(snap.record_path, tmp / RECORD_NAME)
 
-        path = Path(self.store.snapshot(chain, fill)) / "fs"
-        with self._lock:
-            self._layer_dirs[str(chain)] = path
+        self.known_dir(chain, Path(self.store.snapshot(chain, fill)) / "fs")
 
     def known_dir(self, chain: Digest, path: Path) -> None:
         """``path`` holds the unpacked layer ``chain`` for the rest of this build."""
@@ -211,7 +218,7 @@ class StageRunner:
         # Set earlier, when a stage's steps have run and only its last layer may still be
         # being written: what COPY --from needs (its dirs and key) is known then.
         self._ready = {s.index: threading.Event() for s in plan.stages}
-        self._ready_tips: dict[int, tuple[Image, Path | None, str]] = {}
+        self._ready_tips: dict[int, Ready] = {}
         self._failed = threading.Event()
         self.exported = exported_stages(plan)
         self._current = threading.local()  # the stage a thread runs (a stage is one thread)
@@ -248,10 +255,9 @@ class StageRunner:
         """Stage ``index``'s result, once it is built (``StageStopped`` if it failed)."""
         return _wait_for(self._ended, self.results, index, self._lock)
 
-    def ready(self, index: int) -> tuple[Image, Path | None, str]:
-        """Stage ``index`` once its steps have run: its image without the layer still being
-        written, if any, that layer's dir, and the state key (``StageStopped`` if it failed
-        before)."""
+    def ready(self, index: int) -> Ready:
+        """Stage ``index`` once its steps have run; its last layer may still be being written
+        (``StageStopped`` if it failed before)."""
         return _wait_for(self._ready, self._ready_tips, index, self._lock)
 
     def source_lowers(self, source: Source) -> tuple[Path, ...]:
@@ -347,7 +353,7 @@ class StageRunner:
                     cmd_set = True
             upper = tip.pending.snap.upper if tip.pending is not None else None
             with self._lock:
-                self._ready_tips[stage.index] = (tip.image, upper, key)
+                self._ready_tips[stage.index] = Ready(tip.image, upper, key)
             if stage.index in self._ready:
                 self._ready[stage.index].set()
             image = self._settle(tip)
@@ -398,13 +404,13 @@ class StageRunner:
                 vertex.cached()
                 tip.image = append(image, hit.layer, history)
                 return key
-        before = tip.image
+        before, earlier = tip.image, tip.pending
         self.run_step(stage, step, tip, cmd_set, vertex)
         if key is None:
             key = sc.key_after(parent, step, self._settle(tip))
         if makes_layer:
-            if tip.pending is not None:  # this step's layer: recorded once it is settled
-                tip.pending.key = key
+            if tip.pending is not None and tip.pending is not earlier:
+                tip.pending.key = key  # this step's layer: recorded once it is settled
             else:
                 self._record(key, before, tip.image)
         return key
