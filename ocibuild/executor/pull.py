@@ -192,7 +192,8 @@ class ImageSource:
         if not self.store.has(digest):
             return None
         with contextlib.suppress(OcibuildError):
-            return bytes(self.store.get_bytes(digest))
+            data: bytes = self.store.get_bytes(digest)
+            return data
         return None
 
     def _fetch(self, ref: ImageRef) -> Image:
