@@ -367,7 +367,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
 
 def _run_stages(runner: StageRunner, plan: BuildPlan) -> None:
     """Every stage at once, each in a thread; a step that needs another stage waits for it
-    (``StageRunner.result``). Raises the first failure in plan order, not counting the
+    (``StageRunner.ready`` for its files, ``result`` for its image). Raises the first failure in plan order, not counting the
     stages a failure stopped."""
     if len(plan.stages) == 1:
         runner.run_stage(plan.stages[0])

@@ -566,8 +566,7 @@ class StageRunner:
             self.discard(snap)
             raise
         tip.image = self._append(tip.image, blob, created_by)
-        self.s.adopt_upper(snap, chain_ids(tip.image.config.diff_ids)[-1])
-        self.discard(snap)
+        self.discard(snap)  # no dir of it holds the diff alone: a later step unpacks the blob
 
     def _write_layer(self, snap: Any, want: tuple[str, int | None] | None) -> Any:
         """The layer blob of ``snap``'s diff, moved into the store in the background; with

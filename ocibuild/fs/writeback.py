@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import io
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ STRETCH = 8 << 20  # bytes written before the kernel is asked to start writing t
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _load() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _load() -> Callable[[int, int, int, int], int] | None:
     try:
         call = ctypes.CDLL("libc.so.6", use_errno=True).sync_file_range
     except (OSError, AttributeError):
