@@ -142,10 +142,12 @@ class Runtime:
             raise SandboxError(f"cannot run RUN here: {self.reason}",
                                hint="see --isolation; builds without RUN still work")
 
-    def _enter(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _enter(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a sandbox for our own code: no pid namespace (``sandbox.enter``);
+        a RUN goes through ``enter`` itself."""
         if self.isolation.mode == "none":
             return fn(*args)
-        return enter(self.isolation, fn, *args, **kwargs)
+        return enter(self.isolation, fn, *args, pid_ns=False)
 
     # -- layers --------------------------------------------------------------------------------
 
@@ -235,6 +237,11 @@ class Runtime:
         XXX: a fuse-overlayfs snapshot's upper dir is rewritten to the kernel's format here, so
         it should not be run in again after its commit (opaque directories would lose opacity).
         """
+        if self.isolation.mode == "root":
+            # Root reads every file of the snapshot as it is: the diff needs no namespace, so
+            # it is written here, without forking a sandbox (8-14 ms of a step's commit).
+            return _commit(snap, dest, compression, level, source_date_epoch, self.isolation,
+                           also)
         blob: LayerBlob = self._enter(_commit, snap, dest, compression, level,
                                       source_date_epoch, self.isolation, also)
         return blob

@@ -170,6 +170,29 @@ def test_a_compressed_copy_is_the_same_layer_written_in_the_same_pass(tmp_path: 
     assert not (tmp_path / "plain-x").exists()
 
 
+def test_a_plain_layer_of_many_batches_is_hashed_as_written(tmp_path: Path) -> None:
+    """Uncompressed, the tar is written by the walk and hashed beside it (another thread):
+    over several 1 MiB batches, the digest, diff id and size are still those of the file."""
+    import hashlib
+
+    src, empty = tmp_path / "src", tmp_path / "empty"
+    src.mkdir()
+    empty.mkdir()
+    sample_tree(src)
+    big = os.urandom(3 * (1 << 20) + 777)
+    make_file(src / "big", big)
+    make_file(src / "zz", b"after the big one")
+    blob = write_layer(tree_changes(empty, src), tmp_path / "l", "none")
+    data = blob.path.read_bytes()
+    assert blob.digest == blob.diff_id
+    assert blob.digest.hex == hashlib.sha256(data).hexdigest()
+    assert blob.size == len(data) == blob.path.stat().st_size
+    with tarfile.open(blob.path) as tf:
+        member = tf.getmember("big")
+        assert tf.extractfile(member).read() == big  # type: ignore[union-attr]
+        assert tf.extractfile("zz").read() == b"after the big one"  # type: ignore[union-attr]
+
+
 def test_source_date_epoch_clamps_mtimes(tmp_path: Path) -> None:
     src, empty = tmp_path / "src", tmp_path / "empty"
     src.mkdir()

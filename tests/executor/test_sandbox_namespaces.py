@@ -1,0 +1,94 @@
+"""Which namespaces a sandbox gets: a pid namespace only for RUN, one user namespace per id map
+kept for the whole process (rootless), a mount namespace of its own every time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from ocibuild.errors import SandboxError
+from ocibuild.executor import _linux
+from ocibuild.executor.runtime import Runtime
+from ocibuild.executor.sandbox import Isolation, enter
+
+pytestmark = [pytest.mark.rootless, pytest.mark.chroot]
+
+
+@pytest.fixture(scope="module")
+def iso() -> Isolation:
+    """The isolation this process gets (root, rootless or chroot, as the run is)."""
+    try:
+        runtime = Runtime.detect()
+    except SandboxError as exc:
+        pytest.skip(f"no sandbox here: {exc}")
+    runtime.close()
+    return runtime.isolation
+
+
+def _namespaces() -> dict[str, str]:
+    ids = {name: os.readlink(f"/proc/self/ns/{name}") for name in ("user", "mnt", "pid")}
+    ids["uid"] = str(os.getuid())
+    with open("/proc/self/uid_map") as f:
+        ids["uid_map"] = " ".join(f.read().split())
+    ids["getpid"] = str(os.getpid())
+    return ids
+
+
+def test_only_a_run_gets_a_pid_namespace(iso: Isolation) -> None:
+    if not iso.namespaced:
+        pytest.skip(f"{iso.mode} mode has no namespaces")
+    run = enter(iso, _namespaces)
+    own = enter(iso, _namespaces, pid_ns=False)
+    host = _namespaces()
+    assert run["getpid"] == "1" and run["pid"] != host["pid"]
+    assert own["getpid"] != "1" and own["pid"] == host["pid"]
+    assert own["uid"] == run["uid"] == "0"
+    # A mount namespace of its own all the same: what it mounts is gone with it.
+    with tempfile.TemporaryDirectory() as target:
+        def mount_tmpfs() -> bool:
+            _linux.mount("tmpfs", target, "tmpfs", 0, "size=64k")
+            return os.path.ismount(target)
+
+        assert enter(iso, mount_tmpfs, pid_ns=False)
+        assert not os.path.ismount(target)
+        assert own["mnt"] != host["mnt"] != run["mnt"]
+
+
+def _leave_a_process_behind() -> int:
+    return subprocess.Popen(["sleep", "60"], start_new_session=True).pid
+
+
+def test_a_process_a_sandbox_leaves_behind_is_ended(iso: Isolation) -> None:
+    """Without a pid namespace no kernel takes a stray down with the sandbox: the sandbox, its
+    child subreaper, kills what is left once the function returns."""
+    pid = enter(iso, _leave_a_process_behind, pid_ns=False)
+    assert not Path(f"/proc/{pid}").exists(), f"process {pid} left by the sandbox still runs"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="rootless only: root needs no user namespace")
+def test_rootless_sandboxes_share_one_user_namespace(iso: Isolation) -> None:
+    assert iso.mode == "rootless" and iso.idmap is not None
+    host = _namespaces()
+
+    def slow() -> dict[str, str]:
+        ids = _namespaces()
+        time.sleep(1)
+        return ids
+
+    # Both alive at once: a namespace's number is reused once it is gone, never while it lives.
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(enter, iso, slow)
+        time.sleep(0.3)
+        second = enter(iso, _namespaces, pid_ns=False)
+        first = running.result()
+    assert first["user"] == second["user"] != host["user"]
+    assert first["mnt"] != second["mnt"] and host["mnt"] not in (first["mnt"], second["mnt"])
+    assert first["uid"] == second["uid"] == "0"
+    expected = " ".join(f"{r.inside} {r.outside} {r.count}" for r in iso.idmap.uids)
+    assert first["uid_map"] == second["uid_map"] == expected
