@@ -237,11 +237,6 @@ class Runtime:
         XXX: a fuse-overlayfs snapshot's upper dir is rewritten to the kernel's format here, so
         it should not be run in again after its commit (opaque directories would lose opacity).
         """
-        if self.isolation.mode == "root":
-            # Root reads every file of the snapshot as it is: the diff needs no namespace, so
-            # it is written here, without forking a sandbox (8-14 ms of a step's commit).
-            return _commit(snap, dest, compression, level, source_date_epoch, self.isolation,
-                           also)
         blob: LayerBlob = self._enter(_commit, snap, dest, compression, level,
                                       source_date_epoch, self.isolation, also)
         return blob
