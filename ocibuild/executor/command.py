@@ -1,9 +1,10 @@
-"""RUN inside the sandbox: the spec, and what init does to run it (see sandbox.py's tree).
+"""RUN inside the sandbox: the spec, and what stage 1 does to run it (see sandbox.py's tree).
 
-:func:`run_command` is called in the sandbox's init with the snapshot mounted at ``root``. It sets
-up /proc, /dev, hosts and resolv.conf (or their chroot stand-ins), resolves ``USER`` in the
-rootfs's own /etc/passwd and /etc/group (and ``HOME`` when the env has none, as runc does),
-forks the command (own mount namespace + pivot_root, or chroot), reaps everything until the
+:func:`run_command` is called in the sandbox's stage 1 with the snapshot mounted at ``root``.
+It sets up /dev, /sys, hosts and resolv.conf (or their chroot stand-ins), resolves ``USER`` in
+the rootfs's own /etc/passwd and /etc/group (and ``HOME`` when the env has none, as runc does),
+forks the command (in namespaces: pid 1 of a new pid namespace, as BuildKit's RUN is, with
+its own mount namespace, /proc and pivot_root; else chroot), reaps everything until the
 command exits, kills what it left behind, and removes every trace of the set-up from the
 snapshot.
 """
@@ -117,7 +118,7 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
             mounts.append(root)
             mounts += rootfs.setup_namespaced(
                 root, scratch, stubs, hostname=spec.hostname, extra_hosts=spec.extra_hosts,
-                new_pid_ns=True, new_net_ns=spec.network == "none")
+                new_net_ns=spec.network == "none")
             mounts += _run_mounts(root, spec.mounts, stubs)
         else:
             rootfs.setup_chroot(root, scratch, stubs, hostname=spec.hostname,
@@ -134,12 +135,17 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
         if iso.single_id:
             rootfs.keep_apt_as_root(root, env)
         created = _make_cwd(root, spec.cwd, uid, gid)
+        if iso.namespaced:
+            # The command is the next child: pid 1 of the new namespace, as in BuildKit ($$ is
+            # 1, ps shows the shell). When it exits, the kernel ends the rest of the namespace.
+            _linux.unshare(_linux.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - replaced by execve
             _command_child(root, spec, env, iso, out_fd, uid, gid, groups)
         os.close(out_fd)
         status = _wait_for(pid)
-        kill_strays(keep, os.fspath(root / "proc") if iso.namespaced else "/proc")
+        if not iso.namespaced:
+            kill_strays(keep)
     finally:
         rootfs.teardown(mounts[1:])
         if placement is not None:
@@ -208,7 +214,7 @@ def _mount_overlay(m: RunMount, done: list[Path]) -> Path:
 
 
 def _wait_for(pid: int) -> int:
-    """Reap children (we are pid 1 or a subreaper) until ``pid`` exits; return its status."""
+    """Reap children (we are a subreaper) until ``pid`` exits; return its status."""
     while True:
         try:
             done, status = os.waitpid(-1, 0)
@@ -233,10 +239,11 @@ def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolatio
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; a shell expects default
         os.setsid()
         if iso.namespaced:
-            # Our own mount namespace, so pivot_root leaves init's view (and the snapshot's
-            # upper dir, which init cleans afterwards) alone.
+            # Our own mount namespace, so /proc and pivot_root leave stage 1's view (and the
+            # snapshot's upper dir, which stage 1 cleans afterwards) alone.
             _linux.unshare(_linux.CLONE_NEWNS)
             _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+            rootfs.mount_proc(root)
             os.chdir(root)
             _linux.pivot_root(".", ".")
             _linux.umount(".", _linux.MNT_DETACH)
@@ -260,6 +267,9 @@ def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolatio
             install_fake_ownership()
         if again:
             os.chdir(spec.cwd)
+        # Die with stage 1 (the credential change cleared what the fork inherited); stage 1
+        # also kills us on its way out.
+        _linux.set_pdeathsig(signal.SIGKILL)
         code = 127
         os.execvpe(spec.argv[0], list(spec.argv), env)
     except OSError as exc:

@@ -33,11 +33,16 @@ class Detected:
 
 
 def _probe_namespaces() -> bool:
-    # Inside init: we must be able to mount (a private tmpfs proves CAP_SYS_ADMIN in our ns).
+    # In stage 1: we must be able to mount (a private tmpfs proves CAP_SYS_ADMIN in our ns)
+    # and to start a RUN's command in a pid namespace of its own.
     with tempfile.TemporaryDirectory() as tmp:
         _linux.mount("tmpfs", tmp, "tmpfs", 0, "size=64k")
         _linux.umount(tmp)
-    return True
+    _linux.unshare(_linux.CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - pid 1 of the new namespace
+        os._exit(0 if os.getpid() == 1 else 1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 def _probe_chroot() -> bool:
@@ -48,7 +53,9 @@ def _probe_chroot() -> bool:
 def _try(iso: Isolation) -> str:
     """'' when ``iso`` works here, else one line saying why not."""
     try:
-        enter(iso, _probe_chroot if iso.mode == "chroot" else _probe_namespaces)
+        if not enter(iso, _probe_chroot if iso.mode == "chroot" else _probe_namespaces,
+                     command=True):
+            return "a new pid namespace did not start at pid 1"
         return ""
     except OSError as exc:
         return exc.strerror or str(exc)

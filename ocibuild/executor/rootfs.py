@@ -130,25 +130,17 @@ def write_etc_files(scratch: Path, hostname: str,
 
 
 def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
-                     extra_hosts: tuple[tuple[str, str], ...], new_pid_ns: bool,
-                     new_net_ns: bool) -> list[Path]:
-    """Mount /proc, /dev, hosts and resolv.conf in ``root``; set the hostname; bring lo up.
+                     extra_hosts: tuple[tuple[str, str], ...], new_net_ns: bool) -> list[Path]:
+    """Mount /sys, /dev, hosts and resolv.conf in ``root``; set the hostname; bring lo up.
+    /proc is only made a mount point: the command mounts it (:func:`mount_proc`).
 
-    Called as root of the sandbox's namespaces, in its init process. Returns the mount points,
+    Called as root of the sandbox's namespaces, in stage 1. Returns the mount points,
     innermost last, for :func:`teardown`.
     """
     mounts: list[Path] = []
     hosts, resolv = write_etc_files(scratch, hostname, extra_hosts)
-
-    proc = root / "proc"
-    _mount_point(proc)
+    _mount_point(root / "proc")
     flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
-    # A fresh proc needs a fully visible /proc on the host (not so in a locked-down container);
-    # then the host's is bound instead, which still shows only what the host lets us see.
-    if not (new_pid_ns and _try_mount("proc", proc, "proc", flags)):
-        _linux.mount("/proc", proc, None, _linux.MS_BIND | _linux.MS_REC)
-    mounts.append(proc)
-    mounts += _restrict_proc(proc, flags)
 
     # /sys read-only as BuildKit has it: a fresh sysfs needs a network namespace of our own
     # (when rootless), else the host's is bound (read-only at the top).
@@ -160,7 +152,7 @@ def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
         mounts.append(sys_dir)
         _try_mount(None, sys_dir, None, _linux.MS_REMOUNT | _linux.MS_BIND | _linux.MS_RDONLY
                    | flags)
-    if mounts[-1] == sys_dir:
+    if mounts and mounts[-1] == sys_dir:
         mounts += _mask(sys_dir, SYS_MASKED, flags)
 
     dev = root / "dev"
@@ -210,6 +202,19 @@ def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
     return mounts
 
 
+def mount_proc(root: Path) -> None:
+    """Mount the RUN's /proc in ``root``: called by the command itself, pid 1 of its pid
+    namespace, in its own mount namespace (nothing to tear down), so that the proc shows that
+    namespace. A fresh proc needs a fully visible /proc on the host (not so in a locked-down
+    container); then the host's is bound instead, which still shows only what the host lets us
+    see."""
+    proc = root / "proc"
+    flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
+    if not _try_mount("proc", proc, "proc", flags):
+        _linux.mount("/proc", proc, None, _linux.MS_BIND | _linux.MS_REC)
+    _restrict_proc(proc, flags)
+
+
 # containerd's default spec, which BuildKit's RUN gets: /proc paths read-only, or hidden
 # (a file under /dev/null, a directory under an empty read-only tmpfs). Read-only /proc/sys
 # matters most: in the root mode a RUN shares the host's network namespace, and a write to
@@ -220,18 +225,16 @@ PROC_MASKED = ("acpi", "asound", "kcore", "keys", "latency_stats", "timer_list",
 SYS_MASKED = ("firmware", "devices/virtual/powercap")
 
 
-def _restrict_proc(proc: Path, flags: int) -> list[Path]:
+def _restrict_proc(proc: Path, flags: int) -> None:
     """Apply :data:`PROC_READONLY` and :data:`PROC_MASKED` under the RUN's ``proc``, as far
-    as the kernel lets us (best effort, like the /sys remount); returns the mount points."""
-    mounts = _mask(proc, PROC_MASKED, flags)
+    as the kernel lets us (best effort, like the /sys remount)."""
+    _mask(proc, PROC_MASKED, flags)
     for name in PROC_READONLY:
         path = proc / name
         if os.path.exists(path) and _try_mount(str(path), path, None,
                                                _linux.MS_BIND | _linux.MS_REC):
-            mounts.append(path)
             _try_mount(None, path, None,
                        _linux.MS_REMOUNT | _linux.MS_BIND | _linux.MS_RDONLY | flags)
-    return mounts
 
 
 def _mask(top: Path, names: tuple[str, ...], flags: int) -> list[Path]:

@@ -143,11 +143,9 @@ class Runtime:
                                hint="see --isolation; builds without RUN still work")
 
     def _enter(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` in a sandbox for our own code: no pid namespace (``sandbox.enter``);
-        a RUN goes through ``enter`` itself."""
         if self.isolation.mode == "none":
             return fn(*args)
-        return enter(self.isolation, fn, *args, pid_ns=False)
+        return enter(self.isolation, fn, *args)
 
     # -- layers --------------------------------------------------------------------------------
 
@@ -207,7 +205,7 @@ class Runtime:
             self._warned = True
             self._warn(SINGLE_ID_WARNING)
         return int(enter(self.isolation, _run, snap, spec, self.isolation,
-                         new_net=spec.network == "none", output=output))
+                         new_net=spec.network == "none", output=output, command=True))
 
     def call(self, snap: Snapshot, fn: Callable[..., Any], *args: Any,
              roots: Mapping[str, Sequence[Path]] | None = None) -> Any:

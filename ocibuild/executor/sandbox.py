@@ -4,27 +4,27 @@ Process tree of one sandboxed operation (:func:`enter`)::
 
     caller (ocibuild)            reads output + result pipes; maps ids for stage 1
     └── stage 1                  fork; unshare(user) -> wait for the id map (or join the kept
-        │                        user ns) -> unshare(mount, pid, uts, ipc[, net]); PDEATHSIG
-        │                        so it dies with the caller
-        └── init (pid 1)         mounts the snapshot, runs the function, writes its result;
-            └── command          (RUN only) own mount ns, pivot_root, user, seccomp, execve
+        │                        user ns) -> unshare(mount[, uts, ipc, net]); child subreaper;
+        │                        mounts the snapshot, runs the function, writes its result
+        └── command              (RUN only) pid 1 of a new pid namespace, as BuildKit's RUN
+                                 is: own mount ns, /proc, pivot_root, user, seccomp, execve
 
-Everything mounted lives in stage 1's private mount namespace and vanishes with it; when the
-caller dies (Ctrl-C, SIGKILL), stage 1 and init get SIGKILL through PDEATHSIG, and the kernel
-kills every process left in the pid namespace when init exits. In ``chroot`` mode there are no
-namespaces: init is a plain child that is a child subreaper and kills whatever the command left.
+Everything mounted lives in stage 1's private mount namespace and vanishes with it. Stage 1
+gets SIGTERM through PDEATHSIG when the caller dies (Ctrl-C, SIGKILL) and kills its children
+first: the command, and with it (the kernel ends a pid namespace with its pid 1) whatever the
+command started; as the child subreaper, orphans of its own code come back to it, and it ends
+what is left of them when the function returns. In ``chroot`` mode there are no namespaces:
+the command is a plain child, and stage 1 kills whatever it left.
 
 The user namespace (rootless) is made once per id map and process: the first sandbox unshares
 it and waits for its map (newuidmap and newgidmap for a full one, two programs run per
 sandbox otherwise, about 5 ms); the caller keeps a descriptor of it, and every later sandbox
 joins it with ``setns`` right after its fork. It holds nothing but the map: each sandbox still
-gets its own mount, pid, uts, ipc (and net) namespaces.
+gets its own mount (uts, ipc, net, pid) namespaces.
 
-Only a RUN needs the pid namespace (and the uts and ipc ones): what else runs in a sandbox is
-our own code (a COPY, a commit, an unpack), which waits for every process it starts. Those
-sandboxes (``pid_ns=False``) unshare the mount namespace alone and run the function in stage 1,
-a child subreaper as in ``chroot`` mode: one fork less, about 3 ms of the 8-14 ms a sandbox
-costs from a process of ocibuild's size.
+A RUN (``command=True``) gets uts and ipc namespaces of its own, and its command a pid
+namespace (``run_command`` unshares it just before forking the command). What else runs in a
+sandbox is our own code (a COPY, a commit, an unpack), which needs the mount namespace alone.
 
 Modes (:class:`Isolation`): ``rootless`` (user namespace, full or single id map), ``root``
 (namespaces, real ids), ``chroot`` (no namespaces, chroot only), ``none`` (no isolation at all:
@@ -153,13 +153,13 @@ class _Failure:
 
 
 def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = False,
-          output: Callable[[bytes], None] | None = None, pid_ns: bool = True) -> Any:
-    """Call ``fn(*args)`` (plus ``out_fd=`` when ``output`` is given) in init and return its
-    result, which must be picklable. ``pid_ns=False``: no pid namespace and no init, for a
-    function that leaves no process behind (see the module docstring).
+          output: Callable[[bytes], None] | None = None, command: bool = False) -> Any:
+    """Call ``fn(*args)`` (plus ``out_fd=`` when ``output`` is given) in stage 1 and return its
+    result, which must be picklable. ``command``: ``fn`` runs a RUN (uts and ipc namespaces;
+    see the module docstring).
 
     ``fn`` runs as root of the sandbox's namespaces (with capabilities there). Bytes written to
-    ``out_fd`` by init or its children are passed to ``output`` as they arrive. An exception in
+    ``out_fd`` by stage 1 or its children are passed to ``output`` as they arrive. An exception in
     ``fn`` is raised here again (its remote traceback added as a note); a sandbox that dies
     without an answer raises :class:`SandboxError`. Nothing is left running when this returns or
     raises, including on KeyboardInterrupt.
@@ -184,7 +184,7 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
             # store locks other threads hold (we would hold them as long as we run).
             _PIPES.close_all_but(result_w, up_w, down_r, out_w)
             close_inherited()
-            code = _stage1(iso, fn, args, new_net, pid_ns, userns, caller, result_w, up_w,
+            code = _stage1(iso, fn, args, new_net, command, userns, caller, result_w, up_w,
                            down_r, out_w)
         except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
             _send(result_w, _Failure(exc, traceback.format_exc()))
@@ -251,7 +251,7 @@ def _pump(result_r: int, out_r: int, output: Callable[[bytes], None] | None) -> 
 
 
 def _stage1(iso: Isolation, fn: Callable[..., Any], args: tuple[Any, ...], new_net: bool,
-            pid_ns: bool, userns: int, caller: int, result_w: int, up_w: int, down_r: int,
+            command: bool, userns: int, caller: int, result_w: int, up_w: int, down_r: int,
             out_w: int) -> int:
     _linux.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != caller:
@@ -268,52 +268,34 @@ def _stage1(iso: Isolation, fn: Callable[..., Any], args: tuple[Any, ...], new_n
                 return 70  # the caller failed to map us; it reports why
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-        _linux.set_pdeathsig(signal.SIGKILL)  # a credential change clears it
     os.close(up_w)
     os.close(down_r)
-    kwargs = {"out_fd": out_w} if out_w >= 0 else {}
     if iso.namespaced:
         flags = _linux.CLONE_NEWNS
-        if pid_ns:
-            flags |= _linux.CLONE_NEWPID | _linux.CLONE_NEWUTS | _linux.CLONE_NEWIPC
+        if command:
+            flags |= _linux.CLONE_NEWUTS | _linux.CLONE_NEWIPC
         if new_net:
             flags |= _linux.CLONE_NEWNET
         _linux.unshare(flags)
         _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
-    if not (iso.namespaced and pid_ns):
-        # No pid namespace to take our children down with us: as child subreaper, orphans of a
-        # RUN come back to us, and when the caller dies (or stops us) we kill them all first.
-        _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
-        signal.signal(signal.SIGTERM, _die_with_children)
-        _linux.set_pdeathsig(signal.SIGTERM)
-        if os.getppid() != caller:
-            _die_with_children()
-        try:
-            _send(result_w, fn(*args, **kwargs))
-        finally:
-            _end_strays()
-        return 0
-    init = os.fork()
-    if init == 0:
-        code = 70
-        try:
-            _linux.set_pdeathsig(signal.SIGKILL)
-            _send(result_w, fn(*args, **kwargs))
-            code = 0
-        except BaseException as exc:  # noqa: BLE001
-            _send(result_w, _Failure(exc, traceback.format_exc()))
-        finally:
-            os._exit(code)
-    os.close(result_w)
-    if out_w >= 0:
-        os.close(out_w)
-    status = os.waitpid(init, 0)[1]
-    return os.waitstatus_to_exitcode(status) & 0xFF
+    # The child subreaper: orphans come back to us, and when the caller dies (or stops us) we
+    # kill them all first (a RUN's command, pid 1 of its namespace, takes its own with it).
+    _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGTERM, _die_with_children)
+    _linux.set_pdeathsig(signal.SIGTERM)  # after the credential change, which clears it
+    if os.getppid() != caller:
+        _die_with_children()
+    kwargs = {"out_fd": out_w} if out_w >= 0 else {}
+    try:
+        _send(result_w, fn(*args, **kwargs))
+    finally:
+        _end_strays()
+    return 0
 
 
 def _end_strays() -> None:
-    """Kill what a sandbox without a pid namespace leaves running (its orphans come to it, the
-    child subreaper); usually nothing, which ``waitpid`` tells without reading /proc."""
+    """Kill what the function left running (its orphans come to stage 1, the child
+    subreaper); usually nothing, which ``waitpid`` tells without reading /proc."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0] != 0:
             pass  # reaped one that had ended
@@ -328,7 +310,7 @@ def _die_with_children(*_: object) -> None:
 
 
 def _stop(pid: int) -> None:
-    """Stop the sandbox ``pid``: SIGTERM first (lets a chroot-mode init kill its children),
+    """Stop the sandbox ``pid``: SIGTERM first (lets it kill its children),
     SIGKILL if it is still there after a moment."""
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGTERM)

@@ -33,9 +33,23 @@ def layer_entries(runtime: Runtime, snap: Snapshot, tmp_path: Path) -> dict[str,
 def test_exit_codes_and_signals(sandbox_runtime: Runtime, snap: Snapshot) -> None:
     assert run(sandbox_runtime, snap, "exit 0")[0] == 0
     assert run(sandbox_runtime, snap, "exit 3")[0] == 3
-    assert run(sandbox_runtime, snap, "kill -9 $$")[0] == 128 + 9
+    assert run(sandbox_runtime, snap, "sh -c 'kill -9 $$'; exit $?")[0] == 128 + 9
     code, out = run(sandbox_runtime, snap, "exec /no/such/program")
     assert code == 127 and "no/such/program" in out
+
+
+def test_the_command_is_pid_1_of_its_namespace(sandbox_runtime: Runtime, snap: Snapshot) -> None:
+    """As in BuildKit (runc runs the command as the container's init): ``$$`` is 1, nothing of
+    ocibuild shows in ps or /proc/1, and pid 1 ignores a SIGKILL sent from inside."""
+    if not sandbox_runtime.isolation.namespaced:
+        pytest.skip("chroot mode: no pid namespace")
+    code, out = run(sandbox_runtime, snap, "echo $$ $PPID; ps -o pid,comm > /tmp/ps; "
+                    "tail -n +2 /tmp/ps; tr '\\0' ' ' < /proc/1/cmdline; echo; "
+                    "kill -9 $$; echo alive")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "1 0"
+    assert [line.split() for line in lines[1:3]] == [["1", "sh"], ["2", "ps"]]
+    assert lines[3].startswith("/bin/sh -c echo $$ $PPID;") and lines[4:] == ["alive"]
 
 
 def test_output_is_streamed_while_running(sandbox_runtime: Runtime, snap: Snapshot) -> None:

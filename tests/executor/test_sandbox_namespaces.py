@@ -1,5 +1,6 @@
-"""Which namespaces a sandbox gets: a pid namespace only for RUN, one user namespace per id map
-kept for the whole process (rootless), a mount namespace of its own every time."""
+"""Which namespaces a sandbox gets: a mount namespace of its own every time, uts and ipc ones for
+a RUN (whose command gets the pid namespace: ``test_runtime_run``), one user namespace per id
+map kept for the whole process (rootless)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def iso() -> Isolation:
 
 
 def _namespaces() -> dict[str, str]:
-    ids = {name: os.readlink(f"/proc/self/ns/{name}") for name in ("user", "mnt", "pid")}
+    ids = {name: os.readlink(f"/proc/self/ns/{name}")
+           for name in ("user", "mnt", "pid", "uts", "ipc")}
     ids["uid"] = str(os.getuid())
     with open("/proc/self/uid_map") as f:
         ids["uid_map"] = " ".join(f.read().split())
@@ -40,24 +42,25 @@ def _namespaces() -> dict[str, str]:
     return ids
 
 
-def test_only_a_run_gets_a_pid_namespace(iso: Isolation) -> None:
+def test_the_function_runs_in_stage_1_with_a_mount_namespace_of_its_own(iso: Isolation) -> None:
     if not iso.namespaced:
         pytest.skip(f"{iso.mode} mode has no namespaces")
-    run = enter(iso, _namespaces)
-    own = enter(iso, _namespaces, pid_ns=False)
+    own = enter(iso, _namespaces)
+    run = enter(iso, _namespaces, command=True)
     host = _namespaces()
-    assert run["getpid"] == "1" and run["pid"] != host["pid"]
-    assert own["getpid"] != "1" and own["pid"] == host["pid"]
-    assert own["uid"] == run["uid"] == "0"
-    # A mount namespace of its own all the same: what it mounts is gone with it.
+    for ids in (own, run):
+        assert ids["getpid"] != "1" and ids["pid"] == host["pid"]  # no init: stage 1 itself
+        assert ids["uid"] == "0" and ids["mnt"] != host["mnt"]
+    assert own["uts"] == host["uts"] and own["ipc"] == host["ipc"]
+    assert host["uts"] != run["uts"] and host["ipc"] != run["ipc"]
+    # What it mounts is gone with it.
     with tempfile.TemporaryDirectory() as target:
         def mount_tmpfs() -> bool:
             _linux.mount("tmpfs", target, "tmpfs", 0, "size=64k")
             return os.path.ismount(target)
 
-        assert enter(iso, mount_tmpfs, pid_ns=False)
+        assert enter(iso, mount_tmpfs)
         assert not os.path.ismount(target)
-        assert own["mnt"] != host["mnt"] != run["mnt"]
 
 
 def _leave_a_process_behind() -> int:
@@ -65,9 +68,9 @@ def _leave_a_process_behind() -> int:
 
 
 def test_a_process_a_sandbox_leaves_behind_is_ended(iso: Isolation) -> None:
-    """Without a pid namespace no kernel takes a stray down with the sandbox: the sandbox, its
+    """No pid namespace takes a stray of our own code down with the sandbox: stage 1, the
     child subreaper, kills what is left once the function returns."""
-    pid = enter(iso, _leave_a_process_behind, pid_ns=False)
+    pid = enter(iso, _leave_a_process_behind)
     assert not Path(f"/proc/{pid}").exists(), f"process {pid} left by the sandbox still runs"
 
 
@@ -85,7 +88,7 @@ def test_rootless_sandboxes_share_one_user_namespace(iso: Isolation) -> None:
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(enter, iso, slow)
         time.sleep(0.3)
-        second = enter(iso, _namespaces, pid_ns=False)
+        second = enter(iso, _namespaces, command=True)
         first = running.result()
     assert first["user"] == second["user"] != host["user"]
     assert first["mnt"] != second["mnt"] and host["mnt"] not in (first["mnt"], second["mnt"])
