@@ -170,8 +170,10 @@ def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
                             ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")):
         os.symlink(points_to, dev / link)
     (dev / "pts").mkdir()
-    if _try_mount("devpts", dev / "pts", "devpts", _linux.MS_NOSUID | _linux.MS_NOEXEC,
-                  "newinstance,ptmxmode=0666,mode=0620"):
+    # gid=5 (tty) as containerd's spec has it, where that group is mapped (not with one id).
+    if any(_try_mount("devpts", dev / "pts", "devpts", _linux.MS_NOSUID | _linux.MS_NOEXEC,
+                      "newinstance,ptmxmode=0666,mode=0620" + gid)
+           for gid in (",gid=5", "")):
         mounts.append(dev / "pts")
         os.symlink("pts/ptmx", dev / "ptmx")
     (dev / "shm").mkdir()

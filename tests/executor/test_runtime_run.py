@@ -287,6 +287,17 @@ def test_dev_nodes_are_writable_by_any_user(sandbox_runtime: Runtime, snap: Snap
     assert _unchanged(snap, layer_entries(sandbox_runtime, snap, tmp_path))
 
 
+def test_devpts_gives_new_terminals_the_tty_group(sandbox_runtime: Runtime,
+                                                 snap: Snapshot) -> None:
+    """containerd's spec mounts /dev/pts with gid=5, as BuildKit's RUN has it (with one id,
+    group 5 does not exist in the namespace: then without)."""
+    if not sandbox_runtime.isolation.namespaced:
+        pytest.skip("chroot mode: the host's /dev/pts")
+    code, out = run(sandbox_runtime, snap, "grep ' /dev/pts ' /proc/mounts")
+    assert code == 0, out
+    assert ("gid=5" in out.split()[3].split(",")) == (not sandbox_runtime.isolation.single_id)
+
+
 def test_apt_is_kept_as_root_only_with_one_id(sandbox_runtime: Runtime, snap: Snapshot,
                                               tmp_path: Path) -> None:
     """With one mapped id apt cannot really drop to _apt (its check of getgid() after the faked
