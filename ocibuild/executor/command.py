@@ -99,12 +99,11 @@ class RunOutcome:
     gid: int
 
 
-def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out_fd: int,
-                keep: frozenset[int] = frozenset()) -> RunOutcome:
+def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *,
+                out_fd: int) -> RunOutcome:
     """Run ``spec`` on the rootfs at ``root`` (see the module docstring).
 
-    ``scratch`` is a private directory outside the rootfs for hosts/resolv.conf. ``keep`` are
-    pids of helper processes (fuse-overlayfs) that must survive the stray-process sweep.
+    ``scratch`` is a private directory outside the rootfs for hosts/resolv.conf.
     """
     if not spec.argv:
         raise SandboxError("RUN has an empty command")
@@ -145,7 +144,7 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *, out
         os.close(out_fd)
         status = _wait_for(pid)
         if not iso.namespaced:
-            kill_strays(keep)
+            kill_strays()  # in namespaces, the kernel ended them with the command (pid 1)
     finally:
         rootfs.teardown(mounts[1:])
         if placement is not None:

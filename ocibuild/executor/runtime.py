@@ -308,8 +308,7 @@ def _run(snap: Snapshot, spec: RunSpec, iso: Isolation, *, out_fd: int) -> int:
     keep = snapshots.mount(snap)
     started = time.time_ns()
     try:
-        outcome = run_command(snap.root, snap.scratch, spec, iso, out_fd=out_fd,
-                              keep=frozenset([keep] if keep else []))
+        outcome = run_command(snap.root, snap.scratch, spec, iso, out_fd=out_fd)
     finally:
         snapshots.unmount(snap)
         if keep:

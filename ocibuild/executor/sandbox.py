@@ -335,15 +335,15 @@ def describe_status(status: int | None) -> str:
     return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
-def children_of(pid: int, proc: str = "/proc") -> list[int]:
-    """Pids whose parent is ``pid`` according to the proc mount ``proc``, which must belong to
-    our pid namespace (racy by nature: callers loop)."""
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` according to /proc, which must belong to our pid namespace
+    (racy by nature: callers loop)."""
     found = []
-    for entry in os.scandir(proc):
+    for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"{proc}/{entry.name}/stat", "rb") as f:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
@@ -352,25 +352,18 @@ def children_of(pid: int, proc: str = "/proc") -> list[int]:
     return found
 
 
-def kill_strays(keep: frozenset[int] = frozenset(), proc: str = "/proc") -> None:
-    """SIGKILL and reap every child of this process (orphans come to us as subreaper or pid 1)
-    except ``keep``, until none is left. ``proc`` must be a proc mount of our pid namespace;
-    as pid 1 without one, everything but us is killed (``keep`` too)."""
+def kill_strays() -> None:
+    """SIGKILL and reap every child of this process (orphans come to us, the child subreaper)
+    until none is left. Needs /proc of our pid namespace (stage 1's is the caller's); without
+    it, nothing is killed."""
     me = os.getpid()
     try:
-        ours = os.readlink(f"{proc}/self") == str(me)
+        if os.readlink("/proc/self") != str(me):
+            return
     except OSError:
-        ours = False
-    if not ours:
-        if me == 1:
-            with contextlib.suppress(OSError):
-                os.kill(-1, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                while os.waitpid(-1, 0):
-                    pass
         return
     for _ in range(1000):
-        strays = [p for p in children_of(me, proc) if p not in keep]
+        strays = children_of(me)
         for p in strays:
             with contextlib.suppress(OSError):
                 os.kill(p, signal.SIGKILL)
