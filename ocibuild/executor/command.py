@@ -230,8 +230,11 @@ def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolatio
     """Become the command: never returns (exit code 127/126 for exec failures, like a shell)."""
     code = 126
     try:
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
+        # stdin: an empty pipe, as BuildKit gives a RUN (``[ -p /dev/stdin ]`` holds, EOF).
+        stdin, writer = os.pipe()
+        os.close(writer)
+        os.dup2(stdin, 0)
+        os.close(stdin)
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):

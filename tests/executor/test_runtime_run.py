@@ -52,6 +52,16 @@ def test_the_command_is_pid_1_of_its_namespace(sandbox_runtime: Runtime, snap: S
     assert lines[3].startswith("/bin/sh -c echo $$ $PPID;") and lines[4:] == ["alive"]
 
 
+def test_stdin_is_an_empty_pipe(sandbox_runtime: Runtime, snap: Snapshot) -> None:
+    """BuildKit's RUN reads stdin from a pipe at its end: scripts that test ``-p /dev/stdin``
+    take the piped branch and read nothing."""
+    code, out = run(sandbox_runtime, snap,
+                    "[ -p /dev/stdin ] && echo fifo; cat | wc -c; [ -t 0 ] || echo no-tty")
+    # (chroot mode has no /proc, through which /dev/stdin leads)
+    fifo = ["fifo"] if sandbox_runtime.isolation.namespaced else []
+    assert code == 0 and out.split() == [*fifo, "0", "no-tty"]
+
+
 def test_output_is_streamed_while_running(sandbox_runtime: Runtime, snap: Snapshot) -> None:
     seen: list[tuple[float, bytes]] = []
     sandbox_runtime.run(snap, RunSpec(("/bin/sh", "-c", "echo first; sleep 0.5; echo second >&2")),
