@@ -22,7 +22,7 @@ from typing import Literal
 
 from ocibuild.errors import ExecutionError, SandboxError
 from ocibuild.executor import _linux, rootfs
-from ocibuild.executor.sandbox import Isolation, kill_strays
+from ocibuild.executor.sandbox import Isolation, end_strays
 from ocibuild.executor.seccomp import install_fake_ownership
 from ocibuild.executor.users import resolve_home, resolve_user
 from ocibuild.fs.safepath import safe_join
@@ -144,7 +144,7 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *,
         os.close(out_fd)
         status = _wait_for(pid)
         if not iso.namespaced:
-            kill_strays()  # in namespaces, the kernel ended them with the command (pid 1)
+            end_strays()  # in namespaces, the kernel ended them with the command (pid 1)
     finally:
         rootfs.teardown(mounts[1:])
         if placement is not None:

@@ -289,13 +289,14 @@ def _stage1(iso: Isolation, fn: Callable[..., Any], args: tuple[Any, ...], new_n
     try:
         _send(result_w, fn(*args, **kwargs))
     finally:
-        _end_strays()
+        end_strays()
     return 0
 
 
-def _end_strays() -> None:
-    """Kill what the function left running (its orphans come to stage 1, the child
-    subreaper); usually nothing, which ``waitpid`` tells without reading /proc."""
+def end_strays() -> None:
+    """Kill what is left of this process's children (a function's or a chroot-mode command's
+    orphans come to stage 1, the child subreaper); usually nothing, which ``waitpid`` tells
+    without reading /proc."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0] != 0:
             pass  # reaped one that had ended

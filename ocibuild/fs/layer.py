@@ -105,16 +105,16 @@ def write_layer(
     (and, ``ordered``, the changes too). On error ``dest`` is removed and no thread is left
     running.
 
-    ``also=(path, compression, level)`` writes a second blob of the same tar in another
-    compression in the same pass (``LayerBlob.copy``): an uncompressed layer for the store
-    and the compressed one an output will send, without reading the first back. The copy is
-    compressed in a forked child process when this one has a single thread (``fs.forked``).
+    ``also=(path, compression, level)``, for an uncompressed layer only, writes a second blob
+    of the same tar in another compression in the same pass (``LayerBlob.copy``): the
+    uncompressed layer for the store and the compressed one an output will send, without
+    reading the first back. The copy is compressed in a forked child process when this one has
+    a single thread (``fs.forked``).
     """
     changes = _checked_order(changes) if ordered else _sorted_changes(changes)
     plain = compression in ("none", "uncompressed")
-    # Uncompressed and alone, the blob is the tar: one hash gives both digests, computed
-    # beside the writing (``_TarSink``'s ``direct``).
-    direct = plain and also is None
+    if also is not None and not plain:
+        raise ValueError("write_layer: a copy (also=) is made of an uncompressed layer only")
     comp: Compressor | None = None
     sink: _TarSink | None = None
     second: Copy | None = None
@@ -122,15 +122,15 @@ def write_layer(
     with contextlib.ExitStack() as files:
         try:
             out = files.enter_context(WritebackFile(dest))
-            if not direct:
+            if also is not None:
+                copy_file = files.enter_context(open(also[0], "wb", buffering=0))
+                comp = second = open_copy(copy_file.fileno(), also[1], also[2], threads)
+            if not plain:
                 blob = DigestingWriter(out)
                 comp = open_compressor(blob, compression, level, threads)
-            if also is not None:
-                assert comp is not None
-                copy_file = files.enter_context(open(also[0], "wb", buffering=0))
-                second = open_copy(copy_file.fileno(), also[1], also[2], threads)
-                comp = _Tee(comp, second)
-            sink = _TarSink(comp, hashed=direct or not plain, direct=out if direct else None)
+            # Uncompressed, the blob is the tar: written by the walk itself (``direct``), its
+            # one hash gives both digests.
+            sink = _TarSink(comp, direct=out if plain else None)
             writer = _LayerWriter(sink, ownership, source_date_epoch, xattr_names)
             for change in changes:
                 writer.add(change)
@@ -151,10 +151,7 @@ def write_layer(
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
-    if blob is not None and plain:  # a plain blob with a copy: its digest is the tar's
-        diff_id = blob.digest
-    else:
-        diff_id = Digest("sha256", sink.hash.hexdigest())
+    diff_id = Digest("sha256", sink.hash.hexdigest())
     copy = None
     if also is not None and second is not None:
         copy = LayerBlob(path=also[0], digest=second.digest, diff_id=diff_id, size=second.size,
@@ -162,26 +159,6 @@ def write_layer(
     digest, size = (diff_id, sink.size) if blob is None else (blob.digest, blob.size)
     return LayerBlob(path=dest, digest=digest, diff_id=diff_id, size=size,
                      media_type=mediatypes.layer_media_type(compression), copy=copy)
-
-
-class _Tee:
-    """Two compressors fed the same bytes (``write_layer(also=...)``)."""
-
-    def __init__(self, first: Compressor, second: Compressor):
-        self._first, self._second = first, second
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._first.write(data)
-        self._second.write(data)
-        return len(data)
-
-    def close(self) -> None:
-        self._first.close()
-        self._second.close()
-
-    def abort(self) -> None:
-        self._first.abort()
-        self._second.abort()
 
 
 def _order_key(change: Change) -> tuple[bytes, ...]:
@@ -210,27 +187,25 @@ class _TarSink:
     """Builds the tar stream in 1 MiB batches and passes each to the diff id hash and the
     compressor (whose output is hashed and written by the ``DigestingWriter`` below it).
 
-    A feeder thread hashes and compresses each batch, so that overlaps with the producer's
-    walking, header encoding and reading (on 2 cores with zstd, as fast as doing it all in the
-    producer on an idle machine; ~25% faster on a busy one). hashlib, zlib and zstd release
-    the GIL for the big calls made here. Not ``hashed``, the diff id is left to the caller (an
-    uncompressed blob's digest is its diff id).
+    A feeder thread hashes (the diff id) and compresses each batch, so that overlaps with the
+    producer's walking, header encoding and reading (on 2 cores with zstd, as fast as doing it
+    all in the producer on an idle machine; ~25% faster on a busy one). hashlib, zlib and zstd
+    release the GIL for the big calls made here.
 
     Batches live in a few recycled buffers (fresh 1 MiB allocations cost a page fault per 4 KiB;
     the small pool also bounds memory and throttles the producer). File content is read
     straight into them (``read_from``). The compressor sees memoryviews valid only during its
     ``write`` call: every compressor copies what it keeps.
 
-    ``direct`` (an uncompressed layer, ``comp`` None): the producer writes each batch to that
-    file itself before the feeder hashes it, so the write and the hash run side by side (for
-    30 MB about 15 and 17 ms, which one thread spends one after the other); ``size`` counts it.
+    ``direct`` (an uncompressed layer; ``comp`` is then its compressed copy, or None): the
+    producer writes each batch to that file itself before the feeder hashes it, so the write
+    and the hash run side by side (for 30 MB about 15 and 17 ms, which one thread spends one
+    after the other); ``size`` counts it.
     """
 
-    def __init__(self, comp: Compressor | None, *, hashed: bool,
-                 direct: WritebackFile | None = None):
+    def __init__(self, comp: Compressor | None, *, direct: WritebackFile | None = None):
         self.hash = hashlib.sha256()
         self.size = 0
-        self._hashed = hashed
         self._comp = comp
         self._direct = direct
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
@@ -287,8 +262,7 @@ class _TarSink:
 
     def _consume(self, buf: bytearray, n: int) -> None:
         with memoryview(buf) as view, view[:n] as chunk:
-            if self._hashed:
-                self.hash.update(chunk)
+            self.hash.update(chunk)
             if self._comp is not None:
                 self._comp.write(chunk)
 

@@ -52,6 +52,27 @@ def test_the_command_is_pid_1_of_its_namespace(sandbox_runtime: Runtime, snap: S
     assert lines[3].startswith("/bin/sh -c echo $$ $PPID;") and lines[4:] == ["alive"]
 
 
+def test_what_a_run_leaves_running_ends_with_it(sandbox_runtime: Runtime,
+                                                 snap: Snapshot) -> None:
+    """As in BuildKit, a background process does not outlive its RUN: in namespaces the kernel
+    ends it with the command (pid 1), in chroot mode stage 1 kills it."""
+    code, _ = run(sandbox_runtime, snap, "sleep 4321 </dev/null >/dev/null 2>&1 & exit 0")
+    assert code == 0
+
+    def sleeping() -> list[str]:
+        found = []
+        for entry in os.scandir("/proc"):
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    if f.read() == b"sleep\x004321\x00":
+                        found.append(entry.name)
+            except OSError:
+                continue
+        return found
+
+    assert sleeping() == []
+
+
 def test_stdin_is_an_empty_pipe(sandbox_runtime: Runtime, snap: Snapshot) -> None:
     """BuildKit's RUN reads stdin from a pipe at its end: scripts that test ``-p /dev/stdin``
     take the piped branch and read nothing."""
