@@ -226,7 +226,8 @@ class RunMounts:
         ``from`` state; ``mode``/``uid``/``gid`` then do not apply, except when no ``source``
         is given: BuildKit then makes an empty ``/cache`` dir with them (``setCacheUIDGID``),
         through a mkdir FileOp that keeps only the permission bits (``os.Mkdir(mode & 0777)``:
-        no setuid, setgid or sticky; under standalone buildkitd's umask 0)."""
+        no setuid, setgid or sticky) under the daemon's umask 022 (dockerd sets it, and a
+        buildkitd in a container has it from runc): ``mode=0777`` gives 0755."""
         uid, gid = m.uid or 0, m.gid or 0
         settings = m.uid is not None or m.gid is not None or m.mode is not None
         if not isinstance(m.source, Scratch) and (m.source_path or not settings):
@@ -240,7 +241,7 @@ class RunMounts:
             marker.write_text("seeded\n")
             return
         path.mkdir(parents=True, exist_ok=True)
-        path.chmod((m.mode if m.mode is not None else 0o755) & 0o777)
+        path.chmod((m.mode if m.mode is not None else 0o755) & 0o755)
         if uid or gid:
             self._chown(path, uid, gid, runner, snap)
         marker.write_text(f"{uid}:{gid}\n")
@@ -297,8 +298,10 @@ class RunMounts:
         secrets = tmp / "secrets"
         secrets.mkdir(exist_ok=True, mode=0o700)
         path = secrets / ident
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400 if m.mode is None else m.mode)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "wb") as f:
+            # The mode exactly (no umask), permission bits only: BuildKit's secret file.
+            os.fchmod(f.fileno(), 0o400 if m.mode is None else m.mode & 0o777)
             f.write(data)
         if m.uid or m.gid:
             self._chown(path, m.uid or 0, m.gid or 0, runner, snap)

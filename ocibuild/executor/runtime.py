@@ -156,6 +156,7 @@ class Runtime:
 
         def fill(tmp: Path) -> None:
             (tmp / "fs").mkdir()
+            os.chmod(tmp / "fs", 0o755)  # the layer's root, unless it has a ./ entry
             try:
                 self._enter(_unpack, blob_path, tmp, iso, fmt)
             except BaseException:

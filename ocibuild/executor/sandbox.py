@@ -256,6 +256,10 @@ def _stage1(iso: Isolation, fn: Callable[..., Any], args: tuple[Any, ...], new_n
     _linux.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != caller:
         return 70  # the caller died before we could ask to die with it
+    # BuildKit's umask (dockerd's, and runc's default for a container process), whatever the
+    # caller's: files a RUN makes (mkdir, >, tar -x) and those our code makes in a rootfs have
+    # the same modes however ocibuild was started.
+    os.umask(0o022)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if iso.mode == "rootless":

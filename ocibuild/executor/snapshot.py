@@ -79,6 +79,8 @@ def layout(path: Path, kind: Kind) -> None:
         "upper", "work", "merged", "scratch", "empty")
     for name in names:
         (path / name).mkdir(exist_ok=True)
+        if name != "scratch":  # a tree's root (or overlay's work dir): 0755 whatever the umask
+            os.chmod(path / name, 0o755)
 
 
 def mount(snap: Snapshot) -> int | None:

@@ -200,6 +200,9 @@ class _Unpacker:
             missing.append(probe)
             probe = os.path.dirname(probe)
         os.makedirs(path, 0o755)
+        # 0755 as BuildKit makes them, whatever the umask (a setgid parent's bit is kept)
+        for made in missing:
+            os.chmod(made, 0o755 | os.lstat(made).st_mode & stat.S_ISGID)
         self.implied.extend(os.path.relpath(m, self.root) for m in reversed(missing))
 
     def _clear(self, target: str, is_dir: bool) -> None:

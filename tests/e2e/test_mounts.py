@@ -97,10 +97,9 @@ def test_cache_mount_from_stage_is_seeded_once(e2e_registry, tmp_path: Path,  # 
 
 def test_cache_mount_mode_keeps_permission_bits_only(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A new cache dir gets ``mode & 0777``: BuildKit makes it with a mkdir FileOp
-    (``os.Mkdir(mode & 0777)``), so setuid/setgid/sticky are dropped; standalone buildkitd
-    runs with umask 0, so group and other write stay (case ``fuzz-cache-mode-special-bits``
-    has the modes the reference's umask 022 does not change)."""
+    """A new cache dir gets ``mode & 0777`` under umask 022: BuildKit makes it with a mkdir
+    FileOp (``os.Mkdir(mode & 0777)``), so setuid/setgid/sticky are dropped, and the reference
+    (BuildKit inside dockerd, which sets umask 022) loses group and other write too."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "ctx").mkdir()
     df = tmp_path / "Dockerfile"
@@ -112,7 +111,7 @@ def test_cache_mount_mode_keeps_permission_bits_only(e2e_registry, tmp_path: Pat
     code = cli.main(["-f", str(df), "--progress", "quiet",
                      "--output", f"type=local,dest={out}", str(tmp_path / "ctx")])
     assert code == 0
-    assert (out / "modes").read_text() == "777\n100:775\n711\n"
+    assert (out / "modes").read_text() == "755\n100:755\n711\n"
 
 
 def test_mount_target_parents_resolve_inside_the_rootfs(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]

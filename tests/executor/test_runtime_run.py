@@ -83,6 +83,19 @@ def test_stdin_is_an_empty_pipe(sandbox_runtime: Runtime, snap: Snapshot) -> Non
     assert code == 0 and out.split() == [*fifo, "0", "no-tty"]
 
 
+def test_the_umask_is_buildkits_whatever_the_callers(sandbox_runtime: Runtime,
+                                                     snap: Snapshot) -> None:
+    """runc starts a RUN with umask 0022: files and directories a command makes get 0644 and
+    0755 even when ocibuild itself runs under a user's umask 0002 or 0077."""
+    old = os.umask(0o077)
+    try:
+        code, out = run(sandbox_runtime, snap,
+                        "umask; mkdir /d && : > /f && stat -c '%n %a' /d /f")
+    finally:
+        os.umask(old)
+    assert code == 0 and out.split("\n")[:3] == ["0022", "/d 755", "/f 644"], out
+
+
 def test_output_is_streamed_while_running(sandbox_runtime: Runtime, snap: Snapshot) -> None:
     seen: list[tuple[float, bytes]] = []
     sandbox_runtime.run(snap, RunSpec(("/bin/sh", "-c", "echo first; sleep 0.5; echo second >&2")),
