@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,19 @@ def atomic_file(dest: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 @contextlib.contextmanager
 def atomic_path(dest: Path, mode: int = 0o644) -> Iterator[Path]:
     """Yield the path of a new, empty file beside ``dest`` for a writer that opens files by
-    name; when the block succeeds it is synced and renamed to ``dest`` (replacing it)."""
-    dest = Path(dest)
+    name; when the block succeeds it is synced and renamed to ``dest`` (replacing it).
+
+    A symlink ``dest`` stays: its target is replaced. A ``dest`` that is a device or a FIFO
+    (``--iidfile /dev/null``) is yielded itself and written in place: renaming over it would
+    replace the device node with a plain file."""
+    dest = Path(os.path.realpath(dest)) if os.path.islink(dest) else Path(dest)
+    try:
+        kind = os.stat(dest).st_mode
+    except FileNotFoundError:
+        kind = stat.S_IFREG
+    if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
+        yield dest
+        return
     try:
         fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
     except OSError as exc:
@@ -42,7 +54,10 @@ def atomic_path(dest: Path, mode: int = 0o644) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.chmod(tmp, mode & ~_umask())
-        os.rename(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError as exc:
+            raise OutputError(f"rename {tmp} to {dest}: {exc.strerror}") from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
