@@ -350,6 +350,65 @@ CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
 }
 
+# The realistic h2-* cases (Dockerfiles shaped like popular projects' and the docs' examples).
+CURRENT_BUILDKIT.update({
+    "h2-go-distroless": (("EXPOSE map[8080/tcp:{}]", "EXPOSE [8080/tcp]", _EXPOSE),),
+    "h2-node-npm-ci": (("EXPOSE map[3000/tcp:{}]", "EXPOSE [3000/tcp]", _EXPOSE),),
+    "h2-rust-cache-target": (("EXPOSE map[8000/tcp:{}]", "EXPOSE [8000/tcp]", _EXPOSE),),
+    "h2-static-nginx": (("EXPOSE map[80/tcp:{}]", "EXPOSE [80/tcp]", _EXPOSE),),
+    "h2-copy-from-external": (("d 0755 0:0 /usr/local/sbin\n", "d 0500 0:0 /usr/local/sbin\n", _PARENTS),),
+    "h2-global-arg-base": (
+        ("[empty] ARG VERSION\n", "[empty] ARG VERSION=1.4.2\n", _ARG),
+        ("[empty] ARG BASE_IMAGE\n", "[empty] ARG BASE_IMAGE=localhost:5000/debian:bookworm-slim\n", _ARG),
+    ),
+    "h2-config-heavy": (
+        ("[empty] ARG VERSION\n", "[empty] ARG VERSION=2.3.1\n", _ARG),
+        ("[empty] ARG REVISION\n", "[empty] ARG REVISION=9f8e7d6\n", _ARG),
+        ("EXPOSE map[53/udp:{} 8080/tcp:{}]", "EXPOSE [53/udp 8080/tcp]", _EXPOSE),
+        ("EXPOSE map[8080/tcp:{}]", "EXPOSE [8080/tcp]", _EXPOSE),
+        ("""HEALTHCHECK &{["CMD-SHELL" "wget -qO- \\"http://127.0.0.1:${APP_PORT}/healthz\\" || exit 1"] "30s" "5s" "10s" "0s" '\\x03'}""",
+         "HEALTHCHECK {Test:[CMD-SHELL wget -qO- \"http://127.0.0.1:${APP_PORT}/healthz\" || exit 1] Interval:30s"
+         " Timeout:5s StartPeriod:10s StartInterval:0s Retries:3}", _HEALTH),
+    ),
+    "h2-entrypoint-official": (("EXPOSE map[6379/tcp:{}]", "EXPOSE [6379/tcp]", _EXPOSE),),
+    "h2-nonroot-workdir-after-user": (
+        ("d 0755 10001:10001 /home/svc/app/config\n", "d 0640 10001:10001 /home/svc/app/config\n", _PARENTS),),
+    "h2-add-targz-layout": (
+        ("d 0755 0:0 /opt/plugins/plugins\n", "d 0755 1000:1000 /opt/plugins/plugins\n", _UNPACK),
+        ("f 0755 0:0 /opt/plugins/plugins/p1.so", "f 0755 1000:1000 /opt/plugins/plugins/p1.so", _UNPACK),
+    ),
+    "h2-copy-link-runtime": tuple(
+        (f"d 0755 0:0 {d}\n", f"d 0444 0:0 {d}\n", _PARENTS)
+        for d in ("/usr/share", "/usr/share/licenses", "/usr/share/licenses/app")),
+    "h2-cross-platform-go": (
+        ("[empty] ARG TARGETPLATFORM\n", "[empty] ARG TARGETPLATFORM=linux/amd64\n",
+         "ARG history: an automatic platform ARG shows its value (dockerfile 1.8, 47a52a1)"),),
+    "h2-php-www": (("EXPOSE map[80/tcp:{}]", "EXPOSE [80/tcp]", _EXPOSE),),
+    "h2-rails-like": (("EXPOSE map[3000/tcp:{}]", "EXPOSE [3000/tcp]", _EXPOSE),),
+    "h2-arg-stage-select": (("[empty] ARG BUILDER\n", "[empty] ARG BUILDER=builder-dev\n", _ARG),),
+    "h2-env-legacy-forms": (("EXPOSE map[8080/tcp:{}]", "EXPOSE [8080/tcp]", _EXPOSE),),
+    "h2-java-glob-jar": (("EXPOSE map[8080/tcp:{}]", "EXPOSE [8080/tcp]", _EXPOSE),),
+    "h2-npm-cache-clean": (("EXPOSE map[3000/tcp:{}]", "EXPOSE [3000/tcp]", _EXPOSE),),
+    "h2-healthcheck-app": (
+        ("""HEALTHCHECK &{["CMD" "/bin/sh" "-c" "wget -q --spider http://localhost:8080/ || exit 1"] "1m0s" "0s" "0s" "0s" '\\x00'}""",
+         "HEALTHCHECK {Test:[CMD /bin/sh -c wget -q --spider http://localhost:8080/ || exit 1] Interval:1m0s"
+         " Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}", _HEALTH),
+        ("""HEALTHCHECK &{["CMD-SHELL" "wget -q --spider http://localhost:8080/ || exit 1"] "10s" "2s" "30s" "5s" '\\x05'}""",
+         "HEALTHCHECK {Test:[CMD-SHELL wget -q --spider http://localhost:8080/ || exit 1] Interval:10s"
+         " Timeout:2s StartPeriod:30s StartInterval:5s Retries:5}", _HEALTH),
+    ),
+    "h2-shell-pipefail-heredoc": (
+        ("""HEALTHCHECK &{["CMD-SHELL" "test -f /count.txt"] "0s" "0s" "0s" "0s" '\\x00'}""",
+         "HEALTHCHECK {Test:[CMD-SHELL test -f /count.txt] Interval:0s Timeout:0s StartPeriod:0s"
+         " StartInterval:0s Retries:0}", _HEALTH),),
+    "h2-config-arg-expansion": (
+        ("[empty] ARG LABEL_PREFIX\n", "[empty] ARG LABEL_PREFIX=io.acme\n", _ARG),
+        ("[empty] ARG UID=1000\n", "[empty] ARG UID=2001\n", _ARG),
+        ("EXPOSE map[8080/tcp:{} 8080/udp:{}]", "EXPOSE [8080/tcp 8080/udp]", _EXPOSE),
+    ),
+    "h2-docker-init-python": (("EXPOSE map[8000/tcp:{}]", "EXPOSE [8000/tcp]", _EXPOSE),),
+})
+
 # case -> the difference ocibuild still has from (current) BuildKit; strict xfails.
 KNOWN: dict[str, str] = {}
 
