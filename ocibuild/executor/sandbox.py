@@ -34,10 +34,12 @@ used for ``call``/``commit`` where nothing can RUN; never runs a command).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import selectors
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -146,6 +148,16 @@ class _UserNamespaces:
 _USERNS = _UserNamespaces()
 
 
+@functools.cache
+def _settle_tempfile() -> None:
+    """Stage 1 makes temporary directories. On first use tempfile looks for its directory
+    and seeds its name generator under a module lock: a fork while another thread holds that
+    lock (a build's first ``mkdtemp``, unpacking a context from stdin) leaves it held forever
+    in the child. One round trip before our first fork waits for such a thread and settles
+    both; the lock is never taken again."""
+    os.rmdir(tempfile.mkdtemp(prefix="ocibuild-settle-"))
+
+
 @dataclass(frozen=True)
 class _Failure:
     exc: BaseException
@@ -165,6 +177,7 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
     raises, including on KeyboardInterrupt.
     """
     userns = _USERNS.get(iso.idmap) if iso.mode == "rootless" and iso.idmap else -1
+    _settle_tempfile()
     with _PIPES.lock, fork_guard():
         result_r, result_w = _PIPES.pipe()
         up_r, up_w = _PIPES.pipe()  # stage 1 -> caller: "unshared, map me"

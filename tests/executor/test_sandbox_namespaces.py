@@ -5,7 +5,9 @@ map kept for the whole process (rootless)."""
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,3 +97,31 @@ def test_rootless_sandboxes_share_one_user_namespace(iso: Isolation) -> None:
     assert first["uid"] == second["uid"] == "0"
     expected = " ".join(f"{r.inside} {r.outside} {r.count}" for r in iso.idmap.uids)
     assert first["uid_map"] == second["uid_map"] == expected
+
+
+
+def test_a_sandbox_started_while_tempfile_sets_itself_up_does_not_hang(iso: Isolation) -> None:
+    """A fork while another thread holds tempfile's set-up lock (the build's first mkdtemp,
+    unpacking a stdin context beside the isolation probe) left the lock held in stage 1,
+    whose own mkdtemp then waited forever. A fresh process, where tempfile is not set up."""
+    script = f"""if True:
+        import os, pickle, tempfile, threading, time
+        from ocibuild.executor.sandbox import enter
+        held = threading.Event()
+        def hold():
+            with tempfile._once_lock:  # what mkdtemp holds while it finds the temp dir
+                held.set()
+                time.sleep(1)
+        threading.Thread(target=hold).start()
+        held.wait()
+        made = enter(pickle.loads({pickle.dumps(iso)!r}), tempfile.mkdtemp)
+        print(tempfile.tempdir is not None, made.startswith(tempfile.tempdir))
+        os.rmdir(made)
+    """
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the sandbox waited forever for tempfile's lock")
+    assert (done.returncode, done.stdout) == (0, "True True\n"), done.stderr
