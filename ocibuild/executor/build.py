@@ -162,13 +162,21 @@ def run_build_cli(args: argparse.Namespace) -> int:
         print("warning: --cache-from/--cache-to are not supported yet and were ignored",
               file=sys.stderr)
     result = build(options)  # its warnings went to stderr through the progress
-    if options.progress == "quiet":
+    if options.progress == "quiet" and not _to_stdout(options):
         from ocibuild.output.export import image_id
 
         # buildx -q prints the image id: the config digest (the index digest for several
-        # platforms), an empty line when no output carries an image.
+        # platforms), an empty line when no output carries an image; nothing when an output
+        # goes to stdout (the archive would end with it).
         print(image_id(result.metadata))
     return 0
+
+
+def _to_stdout(options: BuildOptions) -> bool:
+    from ocibuild.output.spec import parse_outputs
+
+    specs = parse_outputs(options.outputs, options.tags, options.push)
+    return any(o.dest == "-" for o in specs)
 
 
 def build(options: BuildOptions) -> BuildResult:

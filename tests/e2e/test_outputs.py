@@ -6,10 +6,12 @@ compression, labels, annotations, and that a failed build leaves no output behin
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -167,6 +169,22 @@ def test_quiet_prints_only_the_digest(e2e_registry, e2e_store: Path, tmp_path: P
     assert code == 0
     assert captured.out.strip().startswith("sha256:") and len(captured.out.strip()) == 71
     assert captured.err == ""
+
+
+def test_quiet_prints_nothing_into_an_archive_on_stdout(e2e_store: Path,
+                                                        tmp_path: Path) -> None:
+    """buildx -q leaves stdout to an output written there (``dest=-``): the id would be a
+    stray line after the archive."""
+    (tmp_path / "f").write_text("x\n")
+    df = _dockerfile(tmp_path, "", "FROM scratch\nCOPY f /f\n")
+    env = dict(os.environ, XDG_CACHE_HOME=str(e2e_store.parent / "xdg"))
+    done = subprocess.run([sys.executable, "-m", "ocibuild", "-f", str(df), "-q", "--output",
+                           "type=tar,dest=-", str(tmp_path)], capture_output=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout) % 512 == 0
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        assert tar.getnames() == ["f"]
 
 
 @pytest.mark.dockerd
