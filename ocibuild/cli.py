@@ -54,6 +54,19 @@ def _build_parser() -> argparse.ArgumentParser:
                    metavar="NAME=oci-layout://PATH[:TAG|@DIGEST]|docker-image://REF|DIR",
                    help="named context: FROM NAME / COPY --from=NAME use it instead of a registry")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]")
+    p.add_argument("--network", default="default", metavar="default|none|host",
+                   help="network mode of every RUN without its own --network")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
+                   help="an /etc/hosts line for every RUN (repeatable)")
+    p.add_argument("--shm-size", metavar="SIZE", help="size of a RUN's /dev/shm (default 64m)")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="a resource limit of every RUN (repeatable)")
+    p.add_argument("--provenance", metavar="VALUE", help="attestations are not made: only false")
+    p.add_argument("--sbom", metavar="VALUE", help="attestations are not made: only false")
+    p.add_argument("--attest", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--pull", action="store_true",
+                   help="accepted: base image tags are always looked up again")
+    p.add_argument("--builder", help=argparse.SUPPRESS)
     p.add_argument("--progress", default="auto", choices=("auto", "plain", "tty", "quiet"))
     p.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
     p.add_argument("--label", action="append", default=[], metavar="K=V")

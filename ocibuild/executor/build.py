@@ -62,6 +62,11 @@ class BuildOptions:
     iidfile: str | None = None
     no_cache: bool = False
     allow: tuple[str, ...] = ()  # entitlements (``--allow``): security.insecure, network.host
+    # Every RUN's (``executor.run_settings``): --network, --add-host, --shm-size, --ulimit.
+    network: str = "default"
+    add_hosts: tuple[str, ...] = ()
+    shm_size: str | None = None
+    ulimits: tuple[str, ...] = ()
     store_root: Path | None = None
     progress_stream: Any = None  # a text stream; stderr by default
 
@@ -121,6 +126,10 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         iidfile=args.iidfile,
         no_cache=args.no_cache,
         allow=_entitlements(getattr(args, "allow", None) or []),
+        network=getattr(args, "network", None) or "default",
+        add_hosts=tuple(getattr(args, "add_host", None) or ()),
+        shm_size=getattr(args, "shm_size", None),
+        ulimits=tuple(getattr(args, "ulimit", None) or ()),
     )
 
 
@@ -161,6 +170,12 @@ def run_build_cli(args: argparse.Namespace) -> int:
         # XXX: no cache import/export yet; say so rather than ignore the flags silently.
         print("warning: --cache-from/--cache-to are not supported yet and were ignored",
               file=sys.stderr)
+    attestations = [getattr(args, "provenance", None), getattr(args, "sbom", None),
+                    *(getattr(args, "attest", None) or ())]
+    if any(a is not None and a.strip().lower() not in ("false", "0", "disabled")
+           for a in attestations):
+        print("warning: provenance and SBOM attestations are not made; "
+              "--provenance/--sbom/--attest were ignored", file=sys.stderr)
     result = build(options)  # its warnings went to stderr through the progress
     if options.progress == "quiet" and not _to_stdout(options):
         from ocibuild.output.export import image_id
@@ -250,6 +265,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
     """The build of one platform (or of the default one)."""
     from ocibuild.dockerfile.parser import parse
     from ocibuild.executor.context import load_dockerfile, open_context
+    from ocibuild.executor.run_settings import parse_run_settings
     from ocibuild.output.export import (
         output_compression,
         plan_outputs,
@@ -261,6 +277,8 @@ def _build_one(options: BuildOptions) -> BuildResult:
     from ocibuild.store.blobs import BlobStore
 
     outputs = plan_outputs(options)  # validate every flag before any work
+    run_settings = parse_run_settings(options.network, options.add_hosts, options.shm_size,
+                                      options.ulimits)
     secrets, ssh = _secrets(options.secrets), _ssh(options.ssh)
     epoch = source_date_epoch(options)
     progress = make_progress(options.progress, options.progress_stream)
@@ -271,6 +289,9 @@ def _build_one(options: BuildOptions) -> BuildResult:
             warnings.append(message)
         progress.warn(message)
 
+    for out in outputs:
+        if out.ignored:
+            warn(f"--output type={out.type}: ignored attribute(s) {', '.join(out.ignored)}")
     store = BlobStore(options.store_root)
     stack = contextlib.ExitStack()
     named = {nc.name: nc for nc in (NamedContext.parse(s) for s in options.build_contexts)}
@@ -321,6 +342,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
             context_dir=context.root, context=context,
             source_date_epoch=epoch,
             created=now_rfc3339(epoch), run_mounts=mounts, cache=cache,
+            run_settings=run_settings,
         )
         services.output_compression = output_compression(outputs)
         push_target = streamed_push_target(outputs)
@@ -420,9 +442,15 @@ def _finish(image: Image, labels: Mapping[str, str]) -> Image:
 
 
 def _client(options: BuildOptions) -> Any:
+    from ocibuild.output.spec import parse_outputs
+    from ocibuild.reference import Reference
     from ocibuild.registry.client import RegistryClient
 
-    return RegistryClient.from_environment(insecure_hosts=options.insecure_registries)
+    hosts = list(options.insecure_registries)
+    for out in parse_outputs(options.outputs, options.tags, options.push):
+        if out.insecure:  # registry.insecure=true: the registries it pushes to
+            hosts += [Reference.parse(name).registry for name in out.names]
+    return RegistryClient.from_environment(insecure_hosts=hosts)
 
 
 def _secrets(specs: tuple[str, ...]) -> dict[str, tuple[str, str]]:

@@ -178,6 +178,10 @@ def step_content(runner: Any, step: Step, image: Image) -> str:
                 "run", inner.get("Env") or [], inner.get("User") or "",
                 inner.get("WorkingDir") or "", inner.get("Shell") or [],
             ]
+            settings = getattr(s, "run_settings", None)
+            if settings is not None and not settings.is_default:  # a RUN's meta in BuildKit's key
+                parts.append(["settings", settings.network, settings.extra_hosts,
+                              settings.shm_size, settings.ulimits])
             for m in step.mounts:
                 if m.type == "bind":
                     parts.append(["bind", m.target, _source_content(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,9 @@ class RunSpec:
     ``uid``, ``name:group``, ...; empty for root); ``network`` ``default`` and ``host`` share the
     host's network, ``none`` gets a new network namespace with only ``lo``; ``extra_hosts`` are
     ``(name, ip)`` lines added to /etc/hosts. ``security`` ``sandbox`` limits the command to
-    BuildKit's default capabilities (:data:`DEFAULT_CAPS`); ``insecure`` keeps all we have."""
+    BuildKit's default capabilities (:data:`DEFAULT_CAPS`); ``insecure`` keeps all we have.
+    ``shm_size``: bytes of /dev/shm (None: 64 MiB); ``ulimits``: ``(resource, soft, hard)``
+    set before the command starts (-1: unlimited)."""
 
     argv: tuple[str, ...]
     env: tuple[str, ...] = ()
@@ -71,6 +74,8 @@ class RunSpec:
     mounts: tuple[RunMount, ...] = field(default=())
     extra_hosts: tuple[tuple[str, str], ...] = ()
     security: Literal["sandbox", "insecure"] = "sandbox"
+    shm_size: int | None = None
+    ulimits: tuple[tuple[int, int, int], ...] = ()
 
     def environ(self) -> dict[str, str]:
         env = {}
@@ -117,7 +122,7 @@ def run_command(root: Path, scratch: Path, spec: RunSpec, iso: Isolation, *,
             mounts.append(root)
             mounts += rootfs.setup_namespaced(
                 root, scratch, stubs, hostname=spec.hostname, extra_hosts=spec.extra_hosts,
-                new_net_ns=spec.network == "none")
+                new_net_ns=spec.network == "none", shm_size=spec.shm_size)
             mounts += _run_mounts(root, spec.mounts, stubs)
         else:
             rootfs.setup_chroot(root, scratch, stubs, hostname=spec.hostname,
@@ -260,6 +265,8 @@ def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolatio
             again = False
         except PermissionError:
             again = True
+        for resource_id, soft, hard in spec.ulimits:  # --ulimit, while we are still root
+            resource.setrlimit(resource_id, (soft, hard))
         if spec.security == "sandbox":
             _limit_capabilities()  # while we are still root (CAP_SETPCAP)
         _become(iso, uid, gid, groups)

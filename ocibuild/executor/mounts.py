@@ -147,6 +147,7 @@ class RunMounts:
             if known is not None:
                 return known
             dest = Path(tempfile.mkdtemp(prefix="src-", dir=self._work))
+            dest.chmod(0o755)  # a rootfs's root (mkdtemp makes it 0700)
             try:
                 fill(dest)
             except BaseException:

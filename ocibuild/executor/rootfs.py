@@ -130,7 +130,8 @@ def write_etc_files(scratch: Path, hostname: str,
 
 
 def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
-                     extra_hosts: tuple[tuple[str, str], ...], new_net_ns: bool) -> list[Path]:
+                     extra_hosts: tuple[tuple[str, str], ...], new_net_ns: bool,
+                     shm_size: int | None = None) -> list[Path]:
     """Mount /sys, /dev, hosts and resolv.conf in ``root``; set the hostname; bring lo up.
     /proc is only made a mount point: the command mounts it (:func:`mount_proc`).
 
@@ -177,7 +178,8 @@ def setup_namespaced(root: Path, scratch: Path, stubs: Stubs, *, hostname: str,
         mounts.append(dev / "pts")
         os.symlink("pts/ptmx", dev / "ptmx")
     (dev / "shm").mkdir()
-    if _try_mount("shm", dev / "shm", "tmpfs", flags, "mode=1777,size=65536k"):
+    shm = f"size={shm_size}" if shm_size else "size=65536k"  # --shm-size, else BuildKit's
+    if _try_mount("shm", dev / "shm", "tmpfs", flags, f"mode=1777,{shm}"):
         mounts.append(dev / "shm")
     (dev / "mqueue").mkdir()
     if _try_mount("mqueue", dev / "mqueue", "mqueue", flags):

@@ -49,6 +49,7 @@ from ocibuild.executor import cache as sc
 from ocibuild.executor import configedit as ce
 from ocibuild.executor.command import RunSpec
 from ocibuild.executor.progress import Progress, Vertex
+from ocibuild.executor.run_settings import RunSettings
 from ocibuild.fs.safepath import safe_join
 from ocibuild.image import Descriptor, History, Image, ImageConfig, Layer, append, chain_ids
 from ocibuild.image.config import format_time
@@ -130,6 +131,7 @@ class BuildServices:
     source_date_epoch: int | None = None  # clamps file mtimes in new layers
     created: str = ""  # RFC 3339 time stamped on history entries and the config
     hostname: str = "buildkitsandbox"
+    run_settings: RunSettings = RunSettings()  # --network, --add-host, --shm-size, --ulimit
     run_mounts: Any = None  # executor.mounts.RunMounts
     cache: Any = None  # executor.cache.StepCache; None: no keys, no lookups, no records
     # The compression (and level) an output will want the target image's layers in: they
@@ -476,15 +478,21 @@ class StageRunner:
                     mounts, extra_env = stack.enter_context(
                         self.s.run_mounts.prepare(self, step, script, snap))
                     env.update(extra_env)
+                settings = self.s.run_settings
                 spec = RunSpec(
                     argv=tuple(argv),
                     env=tuple(f"{k}={v}" for k, v in env.items()),
                     cwd=inner.get("WorkingDir") or "/",
                     user=inner.get("User") or "",
                     hostname=self.s.hostname,
-                    network=step.network,  # type: ignore[arg-type]
+                    # RUN --network=default (or none given) is the build's --network.
+                    network=(step.network if step.network != "default"  # type: ignore[arg-type]
+                             else settings.network),
                     mounts=tuple(mounts),
+                    extra_hosts=settings.extra_hosts,
                     security=step.security,  # type: ignore[arg-type]
+                    shm_size=settings.shm_size,
+                    ulimits=settings.ulimits,
                 )
                 code = runtime.run(snap, spec, vertex.log)
             if code != 0:

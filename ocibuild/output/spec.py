@@ -6,11 +6,13 @@
     type=local,dest=DIR                     the final filesystem as a directory
     type=tar,dest=FILE                      the final filesystem as a tar
 
-Common attributes: ``name=`` (comma-separated in CSV quoting, or from ``-t``),
+Common attributes: ``name=`` (comma-separated in CSV quoting; ``-t`` names win, as in buildx),
 ``oci-mediatypes=true|false``, ``compression=gzip|zstd|uncompressed``, ``compression-level=N``,
 ``force-compression=true``, ``annotation[-TYPE][PLATFORM].KEY=V`` (TYPE: manifest,
 manifest-descriptor, index, index-descriptor; see ``ocibuild.output.annotations``). ``--push``
 adds ``type=registry``; a bare ``--output DIR`` means ``type=local,dest=DIR``.
+``registry.insecure=true`` lets a push use plain HTTP. Other attributes are ignored with a
+warning, as BuildKit ignores them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class OutputSpec:
     compression_level: int | None = None
     force_compression: bool = False
     annotations: Annotations = Annotations()
+    insecure: bool = False  # registry.insecure=true: push over plain HTTP (or unverified TLS)
+    ignored: tuple[str, ...] = ()  # attributes BuildKit would take that we do not use
 
     @property
     def is_image(self) -> bool:
@@ -69,7 +73,10 @@ def parse_output(spec: str, tags: tuple[str, ...] = ()) -> OutputSpec:
     if kind not in TYPES:
         raise UsageError(f"invalid --output {spec!r}: type must be one of {', '.join(TYPES)}")
     dest = attrs.pop("dest", None)
-    names = tuple(n for n in attrs.pop("name", "").split(",") if n) or tags
+    # buildx puts -t's names in name= (of image, oci and docker outputs), over what it had.
+    names = tags or tuple(n for n in attrs.pop("name", "").split(",") if n)
+    attrs.pop("name", None)
+    insecure = _bool("registry.insecure", attrs.pop("registry.insecure", "false"))
     push = kind == "registry" or _bool("push", attrs.pop("push", "false"))
     tar = _bool("tar", attrs.pop("tar", "true"))
     # OCI media types by default for every exporter, docker included: current BuildKit
@@ -89,8 +96,8 @@ def parse_output(spec: str, tags: tuple[str, ...] = ()) -> OutputSpec:
         del attrs[key]
     for ignored in ("unpack", "store", "name-canonical", "dangling-name-prefix", "buildinfo"):
         attrs.pop(ignored, None)
-    if attrs:
-        raise UsageError(f"--output type={kind}: unknown attribute(s) {', '.join(sorted(attrs))}")
+    # BuildKit's exporters keep attributes they do not know as metadata and go on: so do we,
+    # with a warning (``ignored``), rather than fail a command line that works with buildx.
     if kind in ("oci", "docker", "local", "tar") and not dest:
         raise UsageError(f"--output type={kind} needs dest=")
     if kind in ("image", "registry") and push and not names:
@@ -100,7 +107,7 @@ def parse_output(spec: str, tags: tuple[str, ...] = ()) -> OutputSpec:
     except ValueError as exc:
         raise UsageError(f"--output: compression-level={level!r} is not a number") from exc
     return OutputSpec(kind, dest, names, push, tar, oci, compression, level_int, force,
-                      Annotations(tuple(found)))
+                      Annotations(tuple(found)), insecure, tuple(sorted(attrs)))
 
 
 def parse_outputs(specs: tuple[str, ...], tags: tuple[str, ...], push: bool) -> list[OutputSpec]:

@@ -24,6 +24,8 @@ def _implied_tar() -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.rootless
+@pytest.mark.chroot
 def test_a_users_umask_changes_no_mode_in_the_image(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

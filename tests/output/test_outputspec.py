@@ -30,12 +30,25 @@ def test_attributes() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    "type=nope,dest=x", "type=oci", "type=oci,dest=x,bogus=1", "type=registry",
+    "type=nope,dest=x", "type=oci", "type=registry",
     "type=oci,dest=x,tar=maybe", "type=image,name=a,push=true,compression=lz4",
 ])
 def test_errors(bad: str) -> None:
     with pytest.raises(UsageError):
         parse_output(bad)
+
+
+def test_unknown_attributes_are_kept_aside_as_buildkit_ignores_them() -> None:
+    spec = parse_output("type=oci,dest=x,bogus=1,rewrite-timestamp=true")
+    assert spec.ignored == ("bogus", "rewrite-timestamp")
+    assert parse_output("type=oci,dest=x").ignored == ()
+
+
+def test_tags_win_over_name_and_registry_insecure() -> None:
+    """buildx writes -t's names into name= of an image, oci or docker output."""
+    spec = parse_output("type=image,name=r/n:1,push=true,registry.insecure=true", ("r/t:1",))
+    assert spec.names == ("r/t:1",) and spec.insecure and spec.ignored == ()
+    assert parse_output("type=image,name=r/n:1,push=true").names == ("r/n:1",)
 
 
 def test_push_flag_adds_a_registry_output_for_tags() -> None:
