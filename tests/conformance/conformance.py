@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +239,9 @@ def _build_ocibuild(case: str, host: str, store: Path, work: Path, isolation: st
             else:
                 os.environ[key] = value
     options = BuildOptions(**{**options.__dict__, "store_root": store, "progress_stream": stream})
+    # Cache mounts live in the store and outlive a build: each case starts without those an
+    # earlier case left under the same id (a target path), as its golden was recorded alone.
+    shutil.rmtree(store / "cache", ignore_errors=True)
     try:
         build(options)
     except Exception as exc:
