@@ -31,6 +31,7 @@ from ocibuild.executor.progress import make_progress
 from ocibuild.executor.pull import ImageSource, NamedContext
 from ocibuild.executor.stage import BuildServices, StageRunner, StageStopped, now_rfc3339
 from ocibuild.image import Image, ImageConfig
+from ocibuild.image.platform import parse_platform
 from ocibuild.plan.model import BuildPlan, CopyStep, RunStep
 
 
@@ -352,7 +353,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
             uploads = services.uploads = StreamedUploads(lambda: images.client, push_target)
         runner = StageRunner(services, plan, local_dir=images.local_dir)
         _run_stages(runner, plan)
-        image = _finish(runner.results[plan.target].image, options.labels)
+        image = _finish(runner.results[plan.target].image, options.labels, plan.platform)
         # The push below skips the blobs a stream completed (and shows them as sent). Waited
         # for first: the store's writer thread syncs the last layers meanwhile.
         streamed = uploads.settle() if uploads is not None else {}
@@ -429,11 +430,26 @@ def _record_roots(store: Any, image: Image, options: BuildOptions) -> None:
         record_image(store, name, image)
 
 
-def _finish(image: Image, labels: Mapping[str, str]) -> Image:
-    """``--label`` values land on the final image's config (as buildx does)."""
+def _finish(image: Image, labels: Mapping[str, str], platform: str) -> Image:
+    """``--label`` values land on the final image's config (as buildx does), and the target
+    platform is its platform, whatever its base's was: BuildKit writes ``--platform
+    linux/arm64`` (or the host's default) even over a base that names amd64, and a variant
+    the target names. A base's variant stays under a target without one on the same
+    architecture."""
+    data = image.config.to_json()
+    target = parse_platform(platform)
+    variant = target.variant or (data.get("variant", "") if data.get("architecture") ==
+                                 target.architecture else "")
+    if (data.get("os"), data.get("architecture"), data.get("variant", "")) != (
+            target.os, target.architecture, variant):
+        data["os"], data["architecture"] = target.os, target.architecture
+        if variant:
+            data["variant"] = variant
+        else:
+            data.pop("variant", None)
+        image = image.with_config(ImageConfig(data))
     if not labels:
         return image
-    data = image.config.to_json()
     inner = data.setdefault("config", {})
     merged = dict(inner.get("Labels") or {})
     merged.update(labels)

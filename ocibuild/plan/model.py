@@ -160,3 +160,4 @@ class BuildPlan:
     images: tuple[ImageRef, ...] = ()  # every external image the plan needs (bases, --from)
     warnings: tuple[str, ...] = ()  # e.g. unused build args
     build_args: dict[str, str] = field(default_factory=dict)
+    platform: str = ""  # the target platform (--platform, else the host's), os/arch[/variant]

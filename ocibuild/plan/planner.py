@@ -422,6 +422,7 @@ class Planner:
             images=images,
             warnings=self._unused_warning(),
             build_args=dict(self.build_args),
+            platform=str(self.target_platform),
         )
 
     def _unused_warning(self) -> tuple[str, ...]:

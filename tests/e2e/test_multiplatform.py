@@ -95,3 +95,29 @@ def test_docker_output_is_refused_before_building(cross: Path, isolation: str,
     code = cli.main(["-f", str(cross / "Dockerfile"), "--platform", "linux/amd64,linux/arm64",
                      "--output", f"type=docker,dest={cross / 'img.tar'}", str(cross / "ctx")])
     assert code != 0 and "manifest lists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("dockerfile", "platform", "arch", "variant"), [
+    ("FROM {reg}/busybox:latest\nENV A=1\n", "linux/amd64/v2", "amd64", "v2"),
+    ("FROM --platform=linux/amd64 {reg}/busybox:latest\nENV A=1\n", "linux/arm64", "arm64", None),
+    ("FROM --platform=linux/arm64 scratch\nENV A=1\n", None, "", None),
+])
+def test_the_image_has_the_target_platform_whatever_its_base_says(
+        e2e_registry, tmp_path: Path, isolation: str, dockerfile: str,  # type: ignore[no-untyped-def]
+        platform: str | None, arch: str, variant: str | None) -> None:
+    """BuildKit stamps the target platform (--platform, else the host's) on the image: over
+    a base whose config names another, with the variant the target names."""
+    from ocibuild.image.platform import host_platform
+
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "Dockerfile").write_text(dockerfile.format(reg=e2e_registry.host))
+    out = tmp_path / "layout"
+    build(BuildOptions(context=str(tmp_path / "ctx"), dockerfile=str(tmp_path / "Dockerfile"),
+                       platform=platform, outputs=(f"type=oci,dest={out},tar=false",),
+                       progress="quiet", store_root=tmp_path / "store", isolation=isolation,
+                       insecure_registries=(e2e_registry.host,)))
+    (entry,) = json.loads((out / "index.json").read_text())["manifests"]
+    config = _blob(out, _blob(out, entry["digest"])["config"]["digest"])
+    assert (config["os"], config["architecture"], config.get("variant")) == (
+        "linux", arch or host_platform().architecture, variant)
+    assert entry["platform"].get("variant") == variant
