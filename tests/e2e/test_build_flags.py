@@ -59,3 +59,20 @@ def test_registry_insecure_lets_its_registries_use_plain_http() -> None:
         "type=image,name=reg.example:5000/a:1,push=true,registry.insecure=true",
         "type=image,name=other.example/b:1,push=true")))
     assert client.transport.insecure_hosts == {"reg.example:5000"}
+
+
+@pytest.mark.rootless
+@pytest.mark.chroot
+def test_a_run_is_not_taken_from_the_cache_of_other_run_flags(
+        e2e_registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """BuildKit keys a RUN with its meta (extra hosts, limits, network): a cached result made
+    with other flags is not reused."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "ctx").mkdir()
+    df = tmp_path / "Dockerfile"
+    df.write_text(f"FROM {e2e_registry.host}/busybox:latest\nRUN tail -n 1 /etc/hosts > /h\n")
+    for ip in ("10.0.0.1", "10.0.0.2"):
+        out = tmp_path / ip
+        assert cli.main(["-f", str(df), "--progress", "quiet", "--add-host", f"db:{ip}",
+                         "--output", f"type=local,dest={out}", str(tmp_path / "ctx")]) == 0
+        assert (out / "h").read_text() == f"{ip}\tdb\n"
