@@ -149,16 +149,19 @@ def _entitlements(values: list[str]) -> tuple[str, ...]:
 
 
 def _check_entitlements(plan: Any, allow: tuple[str, ...]) -> None:
-    """A RUN --security=insecure needs ``--allow security.insecure``, as BuildKit refuses
-    the entitlement unless the build is given it."""
-    if "security.insecure" in allow:
-        return
+    """A RUN --security=insecure needs ``--allow security.insecure`` and a RUN --network=host
+    ``--allow network.host`` (which ``--network host`` implies, as buildx adds it): BuildKit
+    refuses an entitlement the build is not given."""
     for stage in plan.stages:
         for step in stage.steps:
-            if isinstance(step, RunStep) and step.security == "insecure":
-                raise PlanError("granting entitlement security.insecure is not allowed: "
-                                "pass --allow security.insecure",
-                                location=step.instruction.location)
+            if not isinstance(step, RunStep):
+                continue
+            wanted = ("security.insecure" if step.security == "insecure" else None,
+                      "network.host" if step.network == "host" else None)
+            for name in wanted:
+                if name is not None and name not in allow:
+                    raise PlanError(f"granting entitlement {name} is not allowed: "
+                                    f"pass --allow {name}", location=step.instruction.location)
 
 
 def run_build_cli(args: argparse.Namespace) -> int:
@@ -323,7 +326,8 @@ def _build_one(options: BuildOptions) -> BuildResult:
             with progress.step(f"[internal] load metadata for {ref.ref}"):
                 bases[ref.ref] = images.base_config(ref)
         plan = make_plan(dockerfile, bases, options.target, options.build_args, options.platform)
-        _check_entitlements(plan, options.allow)
+        _check_entitlements(plan, (*options.allow, *(
+            ("network.host",) if options.network == "host" else ())))
         for message in plan.warnings:
             warn(message)
         from ocibuild.executor.mounts import RunMounts

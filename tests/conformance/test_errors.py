@@ -61,6 +61,10 @@ REFUSED: dict[str, tuple[str, type[OcibuildError], str]] = {
     # security.insecure is not allowed by build daemon configuration").
     "run-insecure-not-allowed": ("FROM scratch\nRUN --security=insecure true\n", PlanError,
                                  "granting entitlement security.insecure is not allowed"),
+    # RUN --network=host without the entitlement (BuildKit: "failed to load LLB:
+    # network.host is not allowed"); buildx's --network host grants it.
+    "run-network-host-not-allowed": ("FROM scratch\nRUN --network=host true\n", PlanError,
+                                     "network.host is not allowed"),
     # ADD of an archive onto an existing file (BuildKit: "mkdir .../a.txt: not a directory").
     "add-archive-onto-file": ("FROM scratch\nCOPY a.txt /a.txt\nADD t.tar /a.txt\n",
                               OcibuildError, "not a directory"),

@@ -76,3 +76,17 @@ def test_a_run_is_not_taken_from_the_cache_of_other_run_flags(
         assert cli.main(["-f", str(df), "--progress", "quiet", "--add-host", f"db:{ip}",
                          "--output", f"type=local,dest={out}", str(tmp_path / "ctx")]) == 0
         assert (out / "h").read_text() == f"{ip}\tdb\n"
+
+
+@pytest.mark.rootless
+@pytest.mark.parametrize("flags", [["--allow", "network.host"], ["--network", "host"]])
+def test_run_network_host_with_the_entitlement(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                flags: list[str]) -> None:
+    """Refused without it (test_errors); ``--network host`` grants it, as buildx adds it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "ctx").mkdir()
+    df = tmp_path / "Dockerfile"
+    df.write_text(f"FROM {e2e_registry.host}/busybox:latest\nRUN --network=host true\n")
+    assert cli.main(["-f", str(df), "--progress", "quiet", *flags, "--output",
+                     f"type=local,dest={tmp_path / 'out'}", str(tmp_path / "ctx")]) == 0
