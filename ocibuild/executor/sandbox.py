@@ -34,6 +34,7 @@ used for ``call``/``commit`` where nothing can RUN; never runs a command).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import pickle
@@ -197,6 +198,7 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
             # store locks other threads hold (we would hold them as long as we run).
             _PIPES.close_all_but(result_w, up_w, down_r, out_w)
             close_inherited()
+            _close_parent_files(result_w, up_w, down_r, out_w, userns)
             code = _stage1(iso, fn, args, new_net, command, userns, caller, result_w, up_w,
                            down_r, out_w)
         except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
@@ -228,6 +230,19 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
             error.add_note("in the sandbox:\n" + answer.trace)
         raise error
     return answer
+
+
+def _close_parent_files(*keep: int) -> None:
+    """In a freshly forked child: close what the caller's threads had open (everything
+    Python opens is close-on-exec, and stage 1 does not exec). A file another thread was
+    writing at the fork, e.g. a RUN's heredoc script, would otherwise stay open for writing
+    as long as this sandbox runs, and executing it would fail with ETXTBSY."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):  # (the listing's own descriptor, now closed)
+                if fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                    os.close(fd)
 
 
 def _send(fd: int, value: Any) -> None:

@@ -125,3 +125,24 @@ def test_a_sandbox_started_while_tempfile_sets_itself_up_does_not_hang(iso: Isol
     except subprocess.TimeoutExpired:
         pytest.fail("the sandbox waited forever for tempfile's lock")
     assert (done.returncode, done.stdout) == (0, "True True\n"), done.stderr
+
+
+def _open_files() -> list[str]:
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{name}"))
+        except OSError:
+            pass  # the listing's own descriptor
+    return out
+
+
+def test_a_sandbox_holds_no_file_its_caller_has_open(iso: Isolation, tmp_path: Path) -> None:
+    """A file another thread is writing when a sandbox forks (a RUN's heredoc script) must
+    not stay open for writing in that sandbox: executing the script would fail with ETXTBSY
+    (seen in CI) for as long as the sandbox ran."""
+    script = tmp_path / "script.sh"
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\n")
+        seen = enter(iso, _open_files)
+    assert str(script) not in seen
