@@ -35,7 +35,9 @@ HEALTHCHECK history lines are masked, RUN's ``|N k=v`` list is normalised to cur
 re-declared ARG once) and dropped when a FROM names a stage (current inherits its ARGs), and
 ``--chmod`` only copies into existing directories (current gives created ones its mode); with
 a FROM naming a stage, config Labels/ExposedPorts/Volumes that only 0.13 has are dropped (its
-stages shared those maps, ``unshare_maps``). Besides the flattened renderings, each layer's own
+stages shared those maps, ``unshare_maps``); 0.13 shared the base's history slice too (case
+``fuzz-sibling-stage-history``), which is not masked: a history line of a sibling stage in
+BuildKit's rendering is that, not a difference to reduce. Besides the flattened renderings, each layer's own
 entries are compared (status ``LAYERS``, ``layers.txt``; ``--no-layers`` skips it).
 """
 

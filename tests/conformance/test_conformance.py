@@ -334,6 +334,11 @@ CURRENT_BUILDKIT: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("RUN |1 A2=child2 /bin/sh", "RUN |3 A1=def-val A2=child2 A3=env3 /bin/sh", _ARGBASE),
         ("RUN |1 A1=def-val /bin/sh", "RUN |3 A1=def-val A2=child2 A3=env3 /bin/sh", _ARGBASE),
     ),
+    "fuzz-sibling-stage-history": (
+        ("RUN /bin/sh -c touch /c # buildkit", "RUN /bin/sh -c touch /b # buildkit",
+         "a stage FROM a stage gets its own copy of the history; 0.13 shared the base's slice "
+         "(dockerfile 1.24, fd3654d2b, #6713)"),
+    ),
     "fuzz-sibling-stage-maps": (
         ('"80/tcp": {},\n        "81/udp": {}\n', '"80/tcp": {}\n', _CLONE),
         ('"extra": "sib",\n        "marker": "sibling",', '"marker": "base",', _CLONE),
