@@ -46,9 +46,12 @@ run_as() {  # run_as LABEL USER MARK [setpriv args...]: writes $WORK/LABEL/{out,
   shift 3
   local dir="$WORK/$label"
   mkdir -p "$dir/home" "$dir/cache" "$dir/tmp"
-  cp -r ocibuild tests pyproject.toml "$dir/"
+  cp -a ocibuild tests pyproject.toml "$dir/"  # -a: hard links in test contexts stay links
   if [ -d testdata ]; then cp -r testdata "$dir/"; fi
   chmod -R a+rX "$dir"
+  # The user's own checkout, as a real user has it (a build context it owns is root's own
+  # in its user namespace; the conformance cases make fifos and odd names in theirs).
+  chown -R "$user:" "$dir/tests"
   chown -R "$user" "$dir/home" "$dir/cache" "$dir/tmp"
   (cd "$dir" && setpriv "$@" --reuid "$user" --regid "$user" --init-groups \
      env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$dir/home" XDG_CACHE_HOME="$dir/cache" \

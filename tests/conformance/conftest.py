@@ -33,3 +33,12 @@ def busybox_tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Entry]:
 @pytest.fixture(scope="session")
 def isolation() -> str:
     return os.environ.get("OCIBUILD_E2E_ISOLATION", "auto")
+
+
+@pytest.fixture(scope="session")
+def single_id(isolation: str) -> bool:
+    """Whether builds here run in a single-id rootless sandbox (no sub-id range)."""
+    from ocibuild.executor.runtime import Runtime
+
+    with Runtime.detect(isolation=isolation) as runtime:
+        return bool(runtime.isolation.single_id)
