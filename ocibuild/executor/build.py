@@ -19,7 +19,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,7 +244,7 @@ def _build_platforms(options: BuildOptions, platforms: list[str]) -> BuildResult
 
     progress = make_progress(options.progress, options.progress_stream)
     store = BlobStore(options.store_root)
-    sources = ImageSource(store, lambda: _client(options), {})
+    sources = ImageSource(store, lambda: _client(options, outputs), {})
     try:
         written, metadata, digest = write_index_outputs(outputs, images, store, sources,
                                                         options, progress)
@@ -299,7 +299,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
     store = BlobStore(options.store_root)
     stack = contextlib.ExitStack()
     named = {nc.name: nc for nc in (NamedContext.parse(s) for s in options.build_contexts)}
-    images = ImageSource(store, lambda: _client(options), named,
+    images = ImageSource(store, lambda: _client(options, outputs), named,
                          on_pull=lambda ref: progress.vertex(f"[internal] pull {ref}"))
     runtime = None
     mounts = None
@@ -461,14 +461,15 @@ def _finish(image: Image, labels: Mapping[str, str], platform: str) -> Image:
     return image.with_config(ImageConfig(data))
 
 
-def _client(options: BuildOptions) -> Any:
-    from ocibuild.output.spec import parse_outputs
+def _client(options: BuildOptions, outputs: Sequence[Any]) -> Any:
+    """The registry client; ``outputs`` (parsed ``OutputSpec``s) with ``registry.insecure``
+    add the registries they push to to ``--insecure-registry``'s."""
     from ocibuild.reference import Reference
     from ocibuild.registry.client import RegistryClient
 
     hosts = list(options.insecure_registries)
-    for out in parse_outputs(options.outputs, options.tags, options.push):
-        if out.insecure:  # registry.insecure=true: the registries it pushes to
+    for out in outputs:
+        if out.insecure:
             hosts += [Reference.parse(name).registry for name in out.names]
     return RegistryClient.from_environment(insecure_hosts=hosts)
 

@@ -88,19 +88,17 @@ class Isolation:
 class _PipeTable:
     """The pipes of every sandbox this process is talking to (stages may run in threads).
 
-    A forked child inherits all of them; each child closes those that are not its own, or a
-    sandbox's caller would only see EOF once every other sandbox forked meanwhile has exited.
+    A forked child inherits all of them; each child closes those that are not its own
+    (``_close_parent_files``), or a sandbox's caller would only see EOF once every other
+    sandbox forked meanwhile has exited. ``lock`` is held from their making to the fork.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.fds: set[int] = set()
 
     def pipe(self) -> tuple[int, int]:
-        """A new close-on-exec pipe, recorded (call with ``lock`` held, around the fork)."""
-        r, w = os.pipe2(os.O_CLOEXEC)
-        self.fds.update((r, w))
-        return r, w
+        """A new close-on-exec pipe (call with ``lock`` held, around the fork)."""
+        return os.pipe2(os.O_CLOEXEC)
 
     def close(self, *fds: int) -> None:
         with self.lock:
@@ -109,13 +107,6 @@ class _PipeTable:
     def close_locked(self, *fds: int) -> None:
         for fd in fds:
             if fd >= 0:
-                self.fds.discard(fd)
-                os.close(fd)
-
-    def close_all_but(self, *keep: int) -> None:
-        """In a freshly forked child (single-threaded: no lock needed or safe to take)."""
-        for fd in self.fds - set(keep):
-            with contextlib.suppress(OSError):
                 os.close(fd)
 
 
@@ -195,8 +186,8 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
         try:
             # Pipes of sandboxes other threads are running are not ours to hold open (their
             # readers would wait for our exit to see EOF); nor are our parent's ends; nor the
-            # store locks other threads hold (we would hold them as long as we run).
-            _PIPES.close_all_but(result_w, up_w, down_r, out_w)
+            # store locks other threads hold (we would hold them as long as we run); nor any
+            # other file of the caller's.
             close_inherited()
             _close_parent_files(result_w, up_w, down_r, out_w, userns)
             code = _stage1(iso, fn, args, new_net, command, userns, caller, result_w, up_w,

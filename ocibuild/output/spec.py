@@ -74,8 +74,8 @@ def parse_output(spec: str, tags: tuple[str, ...] = ()) -> OutputSpec:
         raise UsageError(f"invalid --output {spec!r}: type must be one of {', '.join(TYPES)}")
     dest = attrs.pop("dest", None)
     # buildx puts -t's names in name= (of image, oci and docker outputs), over what it had.
-    names = tags or tuple(n for n in attrs.pop("name", "").split(",") if n)
-    attrs.pop("name", None)
+    named = tuple(n for n in attrs.pop("name", "").split(",") if n)
+    names = tags or named
     insecure = _bool("registry.insecure", attrs.pop("registry.insecure", "false"))
     push = kind == "registry" or _bool("push", attrs.pop("push", "false"))
     tar = _bool("tar", attrs.pop("tar", "true"))

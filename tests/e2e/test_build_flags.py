@@ -11,6 +11,7 @@ from e2e_harness import PLACEHOLDER
 
 from ocibuild import cli
 from ocibuild.executor.build import BuildOptions, _client
+from ocibuild.output.export import plan_outputs
 
 DOCKERFILE = """\
 FROM localhost:5000/busybox:latest
@@ -55,9 +56,10 @@ def test_bad_run_flags_fail_before_the_build(tmp_path: Path, flag: list[str],
 
 
 def test_registry_insecure_lets_its_registries_use_plain_http() -> None:
-    client = _client(BuildOptions(context=".", outputs=(
+    options = BuildOptions(context=".", outputs=(
         "type=image,name=reg.example:5000/a:1,push=true,registry.insecure=true",
-        "type=image,name=other.example/b:1,push=true")))
+        "type=image,name=other.example/b:1,push=true"))
+    client = _client(options, plan_outputs(options))
     assert client.transport.insecure_hosts == {"reg.example:5000"}
 
 
