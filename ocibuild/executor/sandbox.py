@@ -52,7 +52,6 @@ from typing import Any, Literal
 from ocibuild.errors import OcibuildError, SandboxError
 from ocibuild.executor import _linux
 from ocibuild.executor.userns import IdMap, write_maps
-from ocibuild.store._locks import close_inherited, fork_guard
 
 Mode = Literal["rootless", "root", "chroot", "none"]
 
@@ -170,7 +169,7 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
     """
     userns = _USERNS.get(iso.idmap) if iso.mode == "rootless" and iso.idmap else -1
     _settle_tempfile()
-    with _PIPES.lock, fork_guard():
+    with _PIPES.lock:
         result_r, result_w = _PIPES.pipe()
         up_r, up_w = _PIPES.pipe()  # stage 1 -> caller: "unshared, map me"
         down_r, down_w = _PIPES.pipe()  # caller -> stage 1: "mapped"
@@ -188,7 +187,6 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
             # readers would wait for our exit to see EOF); nor are our parent's ends; nor the
             # store locks other threads hold (we would hold them as long as we run); nor any
             # other file of the caller's.
-            close_inherited()
             _close_parent_files(result_w, up_w, down_r, out_w, userns)
             code = _stage1(iso, fn, args, new_net, command, userns, caller, result_w, up_w,
                            down_r, out_w)
