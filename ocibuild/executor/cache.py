@@ -295,17 +295,20 @@ def key_after(parent: str, step: Step, after: Image) -> str:
     return step_cache_key(parent, step, result_content(after))
 
 
-def restamp(image: Image, first_new: int, fallback: str) -> Image:
+def restamp(image: Image, first_new: int) -> Image:
     """Creation times as BuildKit's exporter derives them from layer times, over the history
     entries this build added (``first_new`` on): an entry without a layer takes the time of
     the layer before it (or, before the first new layer, of that layer), and the config's
     ``created`` is the last of them. A cold build stamps every entry with one time, so this
     only matters once cached layers keep their own: a rebuild all from cache is then the same
-    image, byte for byte, as BuildKit's is. Without a new layer: ``created`` = ``fallback``."""
+    image, byte for byte, as BuildKit's is. Without a new layer, the new entries and the config
+    get no time here: BuildKit's exporter gives them the base's last one, or none at all (a
+    config-only ``FROM scratch`` image has ``"created": null``), see ``output.export``."""
     history = list(image.config.history)
     layered = [h.created for h in history[first_new:] if not h.empty_layer and h.created]
     if not layered:
-        return image.with_config(image.config.with_created(fallback))
+        history[first_new:] = [replace(h, created=None) for h in history[first_new:]]
+        return image.with_config(image.config.with_history(history).with_created(None))
     created = layered[0]
     for i in range(first_new, len(history)):
         h = history[i]

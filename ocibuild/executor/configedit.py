@@ -18,6 +18,7 @@ from typing import Any
 from ocibuild.dockerfile import model as df
 from ocibuild.dockerfile.expand import go_quote
 from ocibuild.errors import ExecutionError
+from ocibuild.image.config import CONFIG_FIELDS, HISTORY_FIELDS
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -78,13 +79,36 @@ def empty_config(os_name: str, architecture: str, variant: str = "") -> JSON:
     return cfg
 
 
+#: The fields of BuildKit's image type (``dockerspec.DockerOCIImage``: OCI's image with
+#: Docker's Healthcheck/OnBuild/Shell in ``config``), top level and in a history entry. The
+#: frontend reads a base's config into that type, so any other field (classic Docker's
+#: ``container_config``, ``docker_version``, ``config.Hostname``, ``config.Image``, ...) is not
+#: in the image it writes; the ones marked ``omitempty`` are left out when empty.
+IMAGE_FIELDS = ("created", "author", "architecture", "os", "os.version", "os.features",
+                "variant", "config", "rootfs", "history")
+_IMAGE_OMIT_EMPTY = ("author", "os.version", "os.features", "variant")
+HEALTHCHECK_FIELDS = ("Test", "Interval", "Timeout", "StartPeriod", "StartInterval", "Retries")
+
+
 def start_stage(base: JSON) -> JSON:
-    """A stage's starting config from its base's: ONBUILD triggers do not carry over, the
-    ``created`` time is dropped, and ``PATH`` is always set."""
-    cfg = copy.deepcopy(base)
-    cfg.pop("created", None)
-    inner = cfg.setdefault("config", {})
+    """A stage's starting config from its base's, as BuildKit's frontend reads it: only the
+    fields its image type has (``IMAGE_FIELDS``, ``CONFIG_FIELDS``), ONBUILD triggers do not carry
+    over, the ``created`` time is dropped, and ``PATH`` is always set."""
+    cfg = {k: copy.deepcopy(v) for k, v in base.items()
+           if k in IMAGE_FIELDS and k != "created" and (v or k not in _IMAGE_OMIT_EMPTY)}
+    if isinstance(cfg.get("history"), list):
+        cfg["history"] = [{k: v for k, v in h.items() if k in HISTORY_FIELDS and v}
+                          if isinstance(h, dict) else h for h in cfg["history"]]
+    inner = cfg.get("config")
+    inner = cfg["config"] = ({k: v for k, v in inner.items() if k in CONFIG_FIELDS}
+                             if isinstance(inner, dict) else {})
     inner.pop("OnBuild", None)
+    check = inner.get("Healthcheck")
+    if isinstance(check, dict):  # Go's struct: its fields in order, the empty ones left out
+        inner["Healthcheck"] = {k: check[k] for k in HEALTHCHECK_FIELDS if check.get(k)}
+    for key in ("ExposedPorts", "Volumes"):  # sets: Go's map[string]struct{}
+        if isinstance(inner.get(key), dict):
+            inner[key] = {k: {} for k in inner[key]}
     env = list(inner.get("Env") or [])
     if not any(e.split("=", 1)[0] == "PATH" for e in env) and cfg.get("os", "linux") != "windows":
         env.append(f"PATH={DEFAULT_PATH}")

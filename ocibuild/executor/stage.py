@@ -362,7 +362,7 @@ class StageRunner:
         finally:
             self._drain(tip)
         if self.s.created:
-            image = sc.restamp(image, first_new, self.s.created)
+            image = sc.restamp(image, first_new)
         result = StageResult(stage.index, image, key, first_new)
         with self._lock:
             self.results[stage.index] = result

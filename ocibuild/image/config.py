@@ -36,7 +36,7 @@ CONFIG_FIELDS = (
     "OnBuild",
     "Shell",
 )
-_HISTORY_FIELDS = ("created", "created_by", "author", "comment", "empty_layer")
+HISTORY_FIELDS = ("created", "created_by", "author", "comment", "empty_layer")
 
 
 def format_time(when: datetime | int | float) -> str:
@@ -62,7 +62,7 @@ class History:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in _HISTORY_FIELDS:
+        for name in HISTORY_FIELDS:
             value = getattr(self, name)
             if value:
                 out[name] = value
@@ -293,7 +293,7 @@ class ImageConfig:
 def canonical_config_bytes(data: Mapping[str, Any]) -> bytes:
     """Serialise a config as BuildKit does: compact, top-level keys sorted, ``config`` fields
     in Go struct order (unknown ones after, sorted), ``rootfs`` as type then diff_ids, history
-    entries in struct order."""
+    entries in struct order. An image without layers has Go's nil ``"diff_ids": null``."""
     out: dict[str, Any] = {}
     for key in sorted(data):
         value = data[key]
@@ -305,10 +305,10 @@ def canonical_config_bytes(data: Mapping[str, Any]) -> bytes:
                     ordered[k] = dict(sorted(ordered[k].items()))
             value = ordered
         elif key == "rootfs" and isinstance(value, Mapping):
-            value = {"type": value.get("type", "layers"), "diff_ids": value.get("diff_ids", [])}
+            value = {"type": value.get("type", "layers"), "diff_ids": value.get("diff_ids") or None}
         elif key == "history" and isinstance(value, list):
             value = [
-                {k: h[k] for k in (*_HISTORY_FIELDS, *sorted(h)) if k in h}
+                {k: h[k] for k in (*HISTORY_FIELDS, *sorted(h)) if k in h}
                 if isinstance(h, Mapping)
                 else h
                 for h in value

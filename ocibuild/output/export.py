@@ -23,6 +23,7 @@ from ocibuild.errors import OutputError, UsageError
 from ocibuild.image import (
     Descriptor,
     Image,
+    ImageConfig,
     Layer,
     Manifest,
     build_manifest_value,
@@ -94,10 +95,18 @@ def normalized_name(name: str) -> str:
 
 def for_export(image: Image, epoch: int | None) -> Image:
     """The image as BuildKit's exporter completes it before writing: history entries without
-    a time get one (``fill_history_times``; the build's time, or ``SOURCE_DATE_EPOCH``)."""
+    a time get one (``fill_history_times``; the build's time, or ``SOURCE_DATE_EPOCH``), and a
+    config without a time takes the last entry's (none when no entry has one: the config of an
+    image with no layers and no base has ``"created": null``)."""
     now = image.config.created or format_time(time.time())
-    return fill_history_times(image, layer_time=now,
-                              epoch=format_time(epoch) if epoch is not None else None)
+    image = fill_history_times(image, layer_time=now,
+                               epoch=format_time(epoch) if epoch is not None else None)
+    if image.config.created is None:
+        times = [h.created for h in image.config.history if h.created]
+        data = image.config.to_json()
+        data["created"] = times[-1] if times else None  # null as Go writes a nil time
+        image = image.with_config(ImageConfig(data))
+    return image
 
 
 def manifest_for(image: Image, store: Any, *, oci: bool,

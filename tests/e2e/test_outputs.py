@@ -291,3 +291,52 @@ def test_a_push_uploads_the_layers_while_they_are_committed(  # type: ignore[no-
         streamed = {str(d.digest) for d in manifest.layers[-2:]}
         heads = [p for m, p, _s, _r in build_calls if m == "HEAD"]
         assert not [p for p in heads if p.rsplit("/", 1)[-1] in streamed], heads
+
+
+def _layout_config(layout: Path) -> bytes:
+    """The raw config bytes of the one image in an OCI layout directory."""
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
+
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob(index["manifests"][0]["digest"]))
+    return blob(manifest["config"]["digest"])
+
+
+def test_an_image_without_layers_has_no_time(e2e_registry, e2e_store: Path,  # type: ignore[no-untyped-def]
+                                             tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # As BuildKit's exporter writes it: no layer, no base, so no time anywhere (Go's nil
+    # ``created`` and nil ``diff_ids``), and history entries without ``created``.
+    df = _dockerfile(tmp_path, e2e_registry.host, 'FROM scratch\nLABEL a=b\nCMD ["x"]\n')
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    assert _build(["-f", str(df), "-q", "--output", f"type=oci,dest={tmp_path / 'out'},tar=false",
+                   str(ctx)], e2e_store, monkeypatch) == 0
+    raw = _layout_config(tmp_path / "out")
+    assert b'"created":null' in raw and b'"rootfs":{"type":"layers","diff_ids":null}' in raw
+    config = json.loads(raw)
+    assert [h.get("created") for h in config["history"]] == [None, None]
+    assert [h["created_by"] for h in config["history"]] == ["LABEL a=b", 'CMD ["x"]']
+
+
+def test_a_stage_without_new_layers_takes_its_bases_time(e2e_registry, e2e_store: Path,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # BuildKit gives the history entries a stage adds without a layer, and the config, the
+    # base's last time (here SOURCE_DATE_EPOCH's, from the base's own build), not the build's.
+    host = e2e_registry.host
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    base = _dockerfile(tmp_path, host, f"FROM {PLACEHOLDER}/busybox:latest\nRUN touch /x\n")
+    assert _build(["-f", str(base), "-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000",
+                   "--output", f"type=registry,name={host}/outputs/timed:1", str(ctx)],
+                  e2e_store, monkeypatch) == 0
+    df = _dockerfile(tmp_path, host, f"FROM {host}/outputs/timed:1 AS b\nENV X=1\nFROM b\n"
+                                     "LABEL l=1\n")
+    assert _build(["-f", str(df), "-q", "--output", f"type=oci,dest={tmp_path / 'out'},tar=false",
+                   str(ctx)], e2e_store, monkeypatch) == 0
+    config = json.loads(_layout_config(tmp_path / "out"))
+    assert config["created"] == "2023-11-14T22:13:20Z"
+    assert [(h["created_by"], h["created"]) for h in config["history"][-2:]] == [
+        ("ENV X=1", "2023-11-14T22:13:20Z"), ("LABEL l=1", "2023-11-14T22:13:20Z")]

@@ -124,3 +124,29 @@ def test_start_stage_drops_empty_inherited_fields() -> None:
                        "WorkingDir": "", "User": "app"}}
     inner = ce.start_stage(base)["config"]
     assert sorted(inner) == ["Env", "User"]
+
+
+def test_start_stage_keeps_only_the_fields_of_buildkits_image_type() -> None:
+    """A base written by classic Docker (checked against the reference BuildKit: the image
+    built on it has the same config bytes): the frontend reads the base into Go structs, so
+    fields they lack are gone, empty ``omitempty`` ones too, and a Healthcheck is in its
+    struct's order."""
+    base = {
+        "architecture": "amd64", "os": "linux", "variant": "", "os.features": ["a"],
+        "author": "someone", "container": "abc123", "docker_version": "20.10.7",
+        "container_config": {"Hostname": "abc", "Image": "sha256:1234"}, "moby.extra": {"k": 1},
+        "created": "2020-01-01T00:00:00.1Z",
+        "history": [{"created": "2020-01-01T00:00:00Z", "created_by": "ADD x /", "extra": "x",
+                     "comment": "", "empty_layer": False}],
+        "config": {"Hostname": "", "Domainname": "", "AttachStdin": False, "Tty": False,
+                   "Env": ["PATH=/bin"], "Cmd": ["sh"], "Image": "sha256:1234", "Volumes": None,
+                   "StopTimeout": 7, "MacAddress": "x", "ExposedPorts": {"80/tcp": {"x": 1}},
+                   "Healthcheck": {"Test": ["CMD", "true"], "Retries": 0, "Extra": 1,
+                                   "Interval": 1000000000}},
+    }
+    cfg = ce.start_stage(base)
+    assert sorted(cfg) == ["architecture", "author", "config", "history", "os", "os.features"]
+    assert cfg["history"] == [{"created": "2020-01-01T00:00:00Z", "created_by": "ADD x /"}]
+    assert cfg["config"] == {"Env": ["PATH=/bin"], "Cmd": ["sh"], "ExposedPorts": {"80/tcp": {}},
+                             "Healthcheck": {"Test": ["CMD", "true"], "Interval": 1000000000}}
+    assert list(cfg["config"]["Healthcheck"]) == ["Test", "Interval"]
