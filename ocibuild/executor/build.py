@@ -69,6 +69,9 @@ class BuildOptions:
     shm_size: str | None = None
     ulimits: tuple[str, ...] = ()
     store_root: Path | None = None
+    # Layer file times clamped to SOURCE_DATE_EPOCH whatever the outputs say: how the build of
+    # several platforms passes its outputs' ``rewrite-timestamp`` to each platform's build.
+    rewrite_timestamp: bool = False
     progress_stream: Any = None  # a text stream; stderr by default
 
 
@@ -234,9 +237,10 @@ def _build_platforms(options: BuildOptions, platforms: list[str]) -> BuildResult
         raise UsageError(f"--platform: {exc}") from exc
     images = []
     results = []
+    rewrite = options.rewrite_timestamp or any(out.rewrite_timestamp for out in outputs)
     for spec, platform in zip(platforms, parsed, strict=True):
         one = replace(options, platform=spec, outputs=(), tags=(), push=False,
-                      metadata_file=None, iidfile=None)
+                      metadata_file=None, iidfile=None, rewrite_timestamp=rewrite)
         result = _build_one(one)
         results.append(result)
         images.append((platform, result.image))
@@ -271,6 +275,7 @@ def _build_one(options: BuildOptions) -> BuildResult:
     from ocibuild.executor.context import load_dockerfile, open_context
     from ocibuild.executor.run_settings import parse_run_settings
     from ocibuild.output.export import (
+        layer_epoch,
         output_compression,
         plan_outputs,
         source_date_epoch,
@@ -341,11 +346,13 @@ def _build_one(options: BuildOptions) -> BuildResult:
         from ocibuild.executor.cache import StepCache
 
         # --no-cache: every step runs again; what it makes is still recorded for later builds.
-        cache = StepCache(store, read=not options.no_cache, source_date_epoch=epoch)
+        clamp = layer_epoch(outputs, epoch, options.rewrite_timestamp)
+        cache = StepCache(store, read=not options.no_cache, source_date_epoch=epoch,
+                          layer_epoch=clamp)
         services = BuildServices(
             store=store, runtime=runtime, progress=progress, images=images.image,
             context_dir=context.root, context=context,
-            source_date_epoch=epoch,
+            source_date_epoch=clamp, epoch=epoch,
             created=now_rfc3339(epoch), run_mounts=mounts, cache=cache,
             run_settings=run_settings,
         )

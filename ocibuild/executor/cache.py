@@ -71,11 +71,12 @@ class StepCache:
     """Reads (unless ``read`` is off: ``--no-cache``) and writes entries in ``store``.
     Thread safe: stages running side by side share it; entries are files renamed into place."""
 
-    def __init__(self, store: Any, *, read: bool = True, source_date_epoch: int | None = None):
+    def __init__(self, store: Any, *, read: bool = True, source_date_epoch: int | None = None,
+                 layer_epoch: int | None = None):
         self.store = store
         self.read = read
         # The version too: layers written by another ocibuild may differ in bytes.
-        self.salt = json.dumps([FORMAT, __version__, source_date_epoch])
+        self.salt = json.dumps([FORMAT, __version__, source_date_epoch, layer_epoch])
         self._files: dict[Path, FileDigests] = {}
         self._lock = threading.Lock()
 

@@ -128,7 +128,8 @@ class BuildServices:
     images: Callable[[ImageRef], Image]
     context_dir: Path
     context: Any = None  # executor.context.BuildContext (ignore rules for COPY)
-    source_date_epoch: int | None = None  # clamps file mtimes in new layers
+    source_date_epoch: int | None = None  # clamps file mtimes in new layers (rewrite-timestamp)
+    epoch: int | None = None  # SOURCE_DATE_EPOCH: the mtime of directories WORKDIR creates
     created: str = ""  # RFC 3339 time stamped on history entries and the config
     hostname: str = "buildkitsandbox"
     run_settings: RunSettings = RunSettings()  # --network, --add-host, --shm-size, --ulimit
@@ -453,7 +454,7 @@ class StageRunner:
                     if wd != "/":
                         user = (cfg.get("config") or {}).get("User", "")
                         self._commit_call(tip, f"WORKDIR {wd}", make_workdir, wd, user,
-                                          location=instr.location)
+                                          self.s.epoch, location=instr.location)
                         return
                 if hist is not None:
                     tip.image = append(tip.image, None, History.from_json(hist))
@@ -708,13 +709,16 @@ def run_argv(cfg: dict[str, Any], step: RunStep) -> tuple[list[str], tuple[str, 
     return ce.with_shell(cfg, command), None
 
 
-def make_workdir(ctx: Any, path: str, user: str) -> None:
+def make_workdir(ctx: Any, path: str, user: str, epoch: int | None = None) -> None:
     """Create ``path`` with missing parents (0755, plus setgid under a setgid parent) inside
     ``ctx.root``, owned by ``user`` resolved like COPY --chown (BuildKit's Mkdir ``WithUser``;
-    without a USER, root and the setgid parent's group); existing dirs are untouched."""
+    without a USER, root and the setgid parent's group); existing dirs are untouched. With
+    ``SOURCE_DATE_EPOCH`` (``epoch``) the directories made have it as their times (current
+    BuildKit's ``WithCreatedTime``, dockerfile 1.16)."""
     from ocibuild.executor.users import resolve_chown
 
     owner = resolve_chown(ctx.root, user) if user else None
+    made: list[Path] = []
     current = ""
     for part in [p for p in path.split("/") if p]:
         current = f"{current}/{part}"
@@ -730,6 +734,10 @@ def make_workdir(ctx: Any, path: str, user: str) -> None:
         os.chmod(real, 0o755 | inherited)
         uid, gid = owner or (0, os.stat(os.path.dirname(real)).st_gid if inherited else 0)
         ctx.chown(real, uid, gid)
+        made.append(real)
+    if epoch is not None:
+        for real in made:  # after the last mkdir: each one changed its parent's mtime
+            os.utime(real, (epoch, epoch), follow_symlinks=False)
 
 
 def _rmtree(path: Path) -> None:

@@ -67,6 +67,16 @@ def build_annotations(options: Any) -> Annotations:
     return parse_cli(dict(getattr(options, "annotations", None) or {}))
 
 
+def layer_epoch(outputs: Sequence[OutputSpec], epoch: int | None,
+                rewrite: bool = False) -> int | None:
+    """The time new layers' file times are clamped to: ``SOURCE_DATE_EPOCH`` when an image
+    output asks for it (``rewrite-timestamp=true``, as BuildKit's exporters), else none: the
+    epoch alone sets the config's and history's times (and WORKDIR's directories), not the
+    files'. Layers are made once for every output, so one output asking is enough (or
+    ``rewrite``, the build's own flag)."""
+    return epoch if rewrite or any(out.rewrite_timestamp for out in outputs) else None
+
+
 def source_date_epoch(options: Any) -> int | None:
     """``SOURCE_DATE_EPOCH`` as buildx passes it: the build arg, else the environment."""
     value = (dict(getattr(options, "build_args", None) or {}).get("SOURCE_DATE_EPOCH")

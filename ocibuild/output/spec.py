@@ -39,6 +39,9 @@ class OutputSpec:
     force_compression: bool = False
     annotations: Annotations = Annotations()
     insecure: bool = False  # registry.insecure=true: push over plain HTTP (or unverified TLS)
+    # rewrite-timestamp=true: layer file times clamped to SOURCE_DATE_EPOCH (BuildKit's image
+    # exporters leave them as made otherwise).
+    rewrite_timestamp: bool = False
     ignored: tuple[str, ...] = ()  # attributes BuildKit would take that we do not use
 
     @property
@@ -87,6 +90,7 @@ def parse_output(spec: str, tags: tuple[str, ...] = ()) -> OutputSpec:
         raise UsageError(f"--output: compression={compression!r}: want gzip, zstd or uncompressed")
     level = attrs.pop("compression-level", None)
     force = _bool("force-compression", attrs.pop("force-compression", "false"))
+    rewrite = _bool("rewrite-timestamp", attrs.pop("rewrite-timestamp", "false"))
     found: list[Annotation] = []
     for key in [k for k in attrs if k.startswith("annotation")]:
         parsed = parse_attr(key, attrs[key])
@@ -107,7 +111,8 @@ def parse_output(spec: str, tags: tuple[str, ...] = ()) -> OutputSpec:
     except ValueError as exc:
         raise UsageError(f"--output: compression-level={level!r} is not a number") from exc
     return OutputSpec(kind, dest, names, push, tar, oci, compression, level_int, force,
-                      Annotations(tuple(found)), insecure, tuple(sorted(attrs)))
+                      Annotations(tuple(found)), insecure, rewrite and kind not in ("local", "tar"),
+                      tuple(sorted(attrs)))
 
 
 def parse_outputs(specs: tuple[str, ...], tags: tuple[str, ...], push: bool) -> list[OutputSpec]:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,44 @@ def test_a_stage_without_new_layers_takes_its_bases_time(e2e_registry, e2e_store
     assert config["created"] == "2023-11-14T22:13:20Z"
     assert [(h["created_by"], h["created"]) for h in config["history"][-2:]] == [
         ("ENV X=1", "2023-11-14T22:13:20Z"), ("LABEL l=1", "2023-11-14T22:13:20Z")]
+
+
+def _layout_layer_times(layout: Path) -> dict[str, int]:
+    """``{path: mtime}`` of every entry of every layer of the one image in an OCI layout."""
+    def blob(digest: str) -> Path:
+        return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob(index["manifests"][0]["digest"]).read_bytes())
+    times: dict[str, int] = {}
+    for layer in manifest["layers"]:
+        with tarfile.open(blob(layer["digest"])) as tar:
+            times.update({m.name.rstrip("/"): int(m.mtime) for m in tar})
+    return times
+
+
+def test_source_date_epoch_leaves_file_times_unless_rewrite_timestamp(  # type: ignore[no-untyped-def]
+        e2e_registry, e2e_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As BuildKit (checked with the reference): SOURCE_DATE_EPOCH sets the config's and the
+    # history's times; a RUN's files keep the times they were made with, a COPY's the
+    # context's, unless an image output says rewrite-timestamp=true. WORKDIR's new
+    # directories get the epoch (current BuildKit, dockerfile 1.16).
+    epoch, start = 1_000_000_000, int(time.time())
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a").write_text("a\n")
+    os.utime(ctx / "a", (1_500_000_000, 1_500_000_000))
+    df = _dockerfile(tmp_path, e2e_registry.host, f"FROM {PLACEHOLDER}/busybox:latest\n"
+                     "RUN echo hi > /x\nCOPY a /a\nWORKDIR /w/v\n")
+    times = {}
+    for rewrite in ("false", "true"):
+        out = tmp_path / f"out-{rewrite}"
+        assert _build(["-f", str(df), "-q", "--build-arg", f"SOURCE_DATE_EPOCH={epoch}",
+                       "--output", f"type=oci,dest={out},tar=false,rewrite-timestamp={rewrite}",
+                       str(ctx)], e2e_store, monkeypatch) == 0
+        times[rewrite] = _layout_layer_times(out)
+        assert json.loads(_layout_config(out))["created"] == "2001-09-09T01:46:40Z"
+    made = times["false"]
+    assert made["x"] >= start and made["a"] == 1_500_000_000
+    assert made["w"] == made["w/v"] == epoch
+    assert {times["true"][p] for p in ("x", "a", "w", "w/v")} == {epoch}

@@ -39,9 +39,17 @@ def test_errors(bad: str) -> None:
 
 
 def test_unknown_attributes_are_kept_aside_as_buildkit_ignores_them() -> None:
-    spec = parse_output("type=oci,dest=x,bogus=1,rewrite-timestamp=true")
-    assert spec.ignored == ("bogus", "rewrite-timestamp")
+    spec = parse_output("type=oci,dest=x,bogus=1,oci-artifact=true")
+    assert spec.ignored == ("bogus", "oci-artifact")
     assert parse_output("type=oci,dest=x").ignored == ()
+
+
+def test_rewrite_timestamp_is_an_image_outputs_attribute() -> None:
+    assert parse_output("type=oci,dest=x,rewrite-timestamp=true").rewrite_timestamp
+    assert parse_output("type=image,name=r/n,rewrite-timestamp=1").rewrite_timestamp
+    assert not parse_output("type=docker,dest=x").rewrite_timestamp
+    # The filesystem exporters set every time to the epoch anyway.
+    assert not parse_output("type=local,dest=x,rewrite-timestamp=true").rewrite_timestamp
 
 
 def test_tags_win_over_name_and_registry_insecure() -> None:
