@@ -440,6 +440,8 @@ KNOWN: dict[str, str] = {
         "ocibuild's is_archive refuses sparse and copies the .tar as a file",
     "h1b-add-tar-sparse-pax01": "same, PAX sparse 0.1",
     "h1b-add-tar-sparse-pax10": "same, PAX sparse 1.0",
+    "h1b-add-tar-v7-areg": "a '0'-type member named with a trailing slash: Go's archive/tar makes "
+        "only the old '\\0' type a directory; ocibuild's tarreader (l.121) both",
 }
 
 
