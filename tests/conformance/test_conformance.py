@@ -421,6 +421,8 @@ CURRENT_BUILDKIT.update({
         ("RUN |5 X=fromcli Y=argagain Z=zcli X=fromcli Y=argagain /bin/sh",
          "RUN |3 X=fromcli Y=argagain Z=zcli /bin/sh", _ARGDUP),
     ),
+    "h1b-bare-instructions": (("EXPOSE map[0/tcp:{} 0/udp:{} 80/tcp:{}]",
+                               "EXPOSE [0/tcp 0/udp 80/tcp]", _EXPOSE),),
     "h1b-from-arg-modifiers": (("[empty] ARG NAME\n", "[empty] ARG NAME=busybox\n", _ARG),),
     "h1b-copy-context-hardlinks-chown": (("d 0755 0:0 /h3\n", "d 0600 0:0 /h3\n", _PARENTS),),
 })
@@ -440,6 +442,8 @@ KNOWN: dict[str, str] = {
         "ocibuild's is_archive refuses sparse and copies the .tar as a file",
     "h1b-add-tar-sparse-pax01": "same, PAX sparse 0.1",
     "h1b-add-tar-sparse-pax10": "same, PAX sparse 1.0",
+    "h1b-add-tar-sparse-second": "a PAX sparse member after a plain one: is_archive (first header "
+        "only) says yes, then the unpack refuses the sparse member and the build fails",
     "h1b-add-tar-v7-areg": "a '0'-type member named with a trailing slash: Go's archive/tar makes "
         "only the old '\\0' type a directory; ocibuild's tarreader (l.121) both",
 }
