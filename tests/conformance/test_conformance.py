@@ -444,6 +444,9 @@ KNOWN: dict[str, str] = {
     "h1b-add-tar-sparse-pax10": "same, PAX sparse 1.0",
     "h1b-add-tar-sparse-second": "a PAX sparse member after a plain one: is_archive (first header "
         "only) says yes, then the unpack refuses the sparse member and the build fails",
+    "h1b-mount-ssh-optional": "RUN --mount=type=ssh,required=false without --ssh: BuildKit's LLB "
+        "still sets SSH_AUTH_SOCK to the first ssh mount's target unless the env has one "
+        "(client/llb/exec.go); ocibuild's executor/mounts.py::_ssh returns before setting it",
     "h1b-add-tar-v7-areg": "a '0'-type member named with a trailing slash: Go's archive/tar makes "
         "only the old '\\0' type a directory; ocibuild's tarreader (l.121) both",
 }
