@@ -447,6 +447,9 @@ KNOWN: dict[str, str] = {
     "h1b-mount-ssh-optional": "RUN --mount=type=ssh,required=false without --ssh: BuildKit's LLB "
         "still sets SSH_AUTH_SOCK to the first ssh mount's target unless the env has one "
         "(client/llb/exec.go); ocibuild's executor/mounts.py::_ssh returns before setting it",
+    "h1b-stopsignal-negative": "STOPSIGNAL -1: moby's signal.ParseSignal uses strconv.Atoi (signed, "
+        "only 0 refused); ocibuild's plan/steps.py::_check_signal needs str.isdigit()",
+    "h1b-stopsignal-signed": "STOPSIGNAL +5: same as h1b-stopsignal-negative",
     "h1b-add-tar-v7-areg": "a '0'-type member named with a trailing slash: Go's archive/tar makes "
         "only the old '\\0' type a directory; ocibuild's tarreader (l.121) both",
 }
