@@ -450,6 +450,9 @@ KNOWN: dict[str, str] = {
     "h1b-stopsignal-negative": "STOPSIGNAL -1: moby's signal.ParseSignal uses strconv.Atoi (signed, "
         "only 0 refused); ocibuild's plan/steps.py::_check_signal needs str.isdigit()",
     "h1b-stopsignal-signed": "STOPSIGNAL +5: same as h1b-stopsignal-negative",
+    "h1b-chown-negative-id": "COPY --chown=-1 / -2 / 1000:-1: BuildKit's llb parseUID takes any "
+        "int32, marshalled as uint32 (-1 = leave as is: 0; -2 = 4294967294); ocibuild's "
+        "executor/users.py::_parse_uid refuses negative ids",
     "h1b-add-tar-v7-areg": "a '0'-type member named with a trailing slash: Go's archive/tar makes "
         "only the old '\\0' type a directory; ocibuild's tarreader (l.121) both",
 }
