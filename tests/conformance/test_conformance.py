@@ -453,6 +453,9 @@ KNOWN: dict[str, str] = {
     "h1b-chown-negative-id": "COPY --chown=-1 / -2 / 1000:-1: BuildKit's llb parseUID takes any "
         "int32, marshalled as uint32 (-1 = leave as is: 0; -2 = 4294967294); ocibuild's "
         "executor/users.py::_parse_uid refuses negative ids",
+    "h1b-mount-tmpfs-size": "RUN --mount=type=tmpfs,size=1m: the size is parsed (plan/mounts.py) "
+        "but executor/mounts.py builds RunMount(kind='tmpfs') without it and command.py mounts "
+        "tmpfs with no size= option (BuildKit: a 1024k tmpfs, a 100k write fails)",
     "h1b-add-tar-v7-areg": "a '0'-type member named with a trailing slash: Go's archive/tar makes "
         "only the old '\\0' type a directory; ocibuild's tarreader (l.121) both",
 }
