@@ -423,6 +423,7 @@ CURRENT_BUILDKIT.update({
     ),
     "h1b-bare-instructions": (("EXPOSE map[0/tcp:{} 0/udp:{} 80/tcp:{}]",
                                "EXPOSE [0/tcp 0/udp 80/tcp]", _EXPOSE),),
+    "h1b-copy-chmod-symlinks": (("d 0755 0:0 /x/d\n", "d 0600 0:0 /x/d\n", _PARENTS),),
     "h1b-from-arg-modifiers": (("[empty] ARG NAME\n", "[empty] ARG NAME=busybox\n", _ARG),),
     "h1b-copy-context-hardlinks-chown": (("d 0755 0:0 /h3\n", "d 0600 0:0 /h3\n", _PARENTS),),
 })
