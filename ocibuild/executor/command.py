@@ -51,6 +51,7 @@ class RunMount:
     readonly: bool = True
     lowers: tuple[Path, ...] = ()
     subpath: str = "/"
+    size: int | None = None  # tmpfs: its size= in bytes (else the kernel's, half the RAM)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,9 @@ def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> 
         target = safe_join(root, m.target)
         if m.kind == "tmpfs":
             stubs.ensure(target, True)
-            _linux.mount("tmpfs", target, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV)
+            # BuildKit's tmpfs mount: nosuid and the size asked for, nothing else.
+            _linux.mount("tmpfs", target, "tmpfs", _linux.MS_NOSUID,
+                         f"size={m.size}" if m.size else None)
         else:
             assert m.source is not None
             source = m.source

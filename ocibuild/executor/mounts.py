@@ -22,7 +22,8 @@
   environment variable (``env=``); the value is read at RUN time and never reaches a layer,
   the config or the history (the mount target's stub is removed by the sandbox).
 - ``ssh``: the agent socket of ``--ssh ID=SOCK`` bound at ``target`` (default
-  ``/run/buildkit/ssh_agent.N``) with ``SSH_AUTH_SOCK`` pointing at it.
+  ``/run/buildkit/ssh_agent.N``); ``SSH_AUTH_SOCK`` names the first ssh mount's target, with an
+  agent or not, unless the RUN's environment has it (BuildKit's ``llb.Exec``).
 
 A shebang heredoc (``RUN <<EOF`` starting with ``#!``) is also mounted here, at ``/dev/pipes``.
 """
@@ -88,13 +89,17 @@ class RunMounts:
                     case "cache":
                         mounts.append(self._cache(m, stack, runner, snap))
                     case "tmpfs":
-                        mounts.append(RunMount(target=m.target, kind="tmpfs", readonly=False))
+                        mounts.append(RunMount(target=m.target, kind="tmpfs", readonly=False,
+                                               size=m.size))
                     case "secret":
                         mount = self._secret(m, tmp, env, runner, snap)
                         if mount is not None:
                             mounts.append(mount)
                     case "ssh":
-                        mount = self._ssh(m, ssh_index, env)
+                        mount = self._ssh(m, ssh_index)
+                        if ssh_index == 0:  # BuildKit's LLB: the first ssh mount's target,
+                            # agent or not (the caller keeps a SSH_AUTH_SOCK the RUN has)
+                            env["SSH_AUTH_SOCK"] = m.target or "/run/buildkit/ssh_agent.0"
                         ssh_index += 1
                         if mount is not None:
                             mounts.append(mount)
@@ -308,7 +313,7 @@ class RunMounts:
             self._chown(path, m.uid or 0, m.gid or 0, runner, snap)
         return RunMount(target=target, source=path, readonly=True)
 
-    def _ssh(self, m: Mount, index: int, env: dict[str, str]) -> RunMount | None:
+    def _ssh(self, m: Mount, index: int) -> RunMount | None:
         ident = m.id or "default"
         sock = self.ssh.get(ident)
         if sock is None:
@@ -316,7 +321,6 @@ class RunMounts:
                 raise ExecutionError(f"no SSH agent {ident!r}: pass --ssh {ident}=SOCKET")
             return None
         target = m.target or f"/run/buildkit/ssh_agent.{index}"
-        env["SSH_AUTH_SOCK"] = target
         return RunMount(target=target, source=Path(sock), readonly=False)
 
 

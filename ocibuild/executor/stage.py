@@ -478,7 +478,10 @@ class StageRunner:
                 if self.s.run_mounts is not None:
                     mounts, extra_env = stack.enter_context(
                         self.s.run_mounts.prepare(self, step, script, snap))
+                    agent = extra_env.pop("SSH_AUTH_SOCK", None)
                     env.update(extra_env)
+                    if agent is not None:  # as BuildKit: unless the RUN's env has one
+                        env.setdefault("SSH_AUTH_SOCK", agent)
                 settings = self.s.run_settings
                 spec = RunSpec(
                     argv=tuple(argv),

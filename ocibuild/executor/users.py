@@ -212,7 +212,9 @@ def resolve_chown(root: Path, spec: str) -> tuple[int, int]:
 
 
 def _parse_uid(text: str) -> int | None:
-    """BuildKit's ``parseUID`` for ``--chown``: a signed 32-bit decimal, else a name."""
+    """BuildKit's ``parseUID`` for ``--chown``: a signed 32-bit decimal, else a name. A
+    negative id is sent as its unsigned 32-bit value (-2: 4294967294); -1 is then lchown's
+    "leave as is", so what COPY made keeps its owner, root."""
     try:
         value = int(text, 10)
     except ValueError:
@@ -220,5 +222,6 @@ def _parse_uid(text: str) -> int | None:
     if text.strip() != text or "_" in text or not -(1 << 31) <= value < (1 << 31):
         return None
     if value < 0:
-        raise ExecutionError(f"invalid --chown id {text}: ids must not be negative")
+        value &= 0xFFFFFFFF
+        return 0 if value == 0xFFFFFFFF else value
     return value

@@ -2,8 +2,8 @@
 
 The tar follows containerd's diff writer (what BuildKit ships): entries in walk order (parents
 before children, siblings sorted by name bytes), a parent directory is written before its first
-changed child even when it did not change itself, regular files that are hard links of a file
-already in the layer become tar hard links, deletions become empty ``.wh.<name>`` files and
+changed child even when it did not change itself, entries other than directories (symlinks,
+fifos and devices too) that are hard links of one already in the layer become tar hard links, deletions become empty ``.wh.<name>`` files and
 opaque directories an empty ``.wh..wh..opq`` right after the directory. Headers: numeric ids,
 empty uname/gname, mtime truncated to seconds (clamped to ``source_date_epoch`` when given), no
 atime/ctime, xattrs as ``SCHILY.xattr.*`` (overlay's own and SELinux labels left out). Whiteout
@@ -359,7 +359,7 @@ class _LayerWriter:
                 (k, v) for k, v in entry.xattrs if k in self._xattr_names)})
         if entry.kind is EntryKind.DIR:
             self._dirs_written.add(path)
-        elif entry.kind is EntryKind.FILE and st.st_nlink > 1:
+        elif st.st_nlink > 1:  # any other kind: symlinks, fifos, devices too, as BuildKit's
             first = self._inodes.setdefault((st.st_dev, st.st_ino), path)
             if first != path:
                 entry = _replace(

@@ -10,9 +10,9 @@ do not exist yet are joined lexically. Callers that then open the result must no
 symlink at the last component themselves (use ``follow_symlinks=False`` and
 ``O_NOFOLLOW``/``lstat``), or a link created after the join could still point out.
 
-``clean_member_name`` is the stricter rule for names inside a tar: absolute names are made
-relative (as containerd and Docker do), and a name whose ``..`` would climb above the root is
-refused as hostile rather than clamped.
+``clean_member_name`` is the rule for names inside a tar: absolute names are made relative
+and a ``..`` that would climb above the root stays at the root, as containerd's applier and
+BuildKit's chrooted untar have them.
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ def safe_join(
 def clean_member_name(name: str) -> str:
     """A tar member name normalised to ``a/b/c`` relative form, or ``""`` for the root itself.
 
-    Leading ``/`` and ``./`` are dropped, ``.`` and empty components removed, ``x/..`` folded.
-    Raises ``ContentError`` when ``..`` would climb above the root: such a layer is hostile.
+    Leading ``/`` and ``./`` are dropped, ``.`` and empty components removed, ``x/..`` folded,
+    and a ``..`` at the root stays there: ``../x`` is ``x``, as containerd's applier
+    (``fs.RootPath``) and BuildKit's ADD (an untar chrooted at the destination) have it.
     """
     if "\x00" in name:
         raise ContentError(f"hostile layer: NUL byte in entry name {name!r}")
@@ -107,9 +108,8 @@ def clean_member_name(name: str) -> str:
         if part in ("", "."):
             continue
         if part == "..":
-            if not parts:
-                raise ContentError(f"hostile layer: entry {name!r} climbs out of the root with ..")
-            parts.pop()
+            if parts:
+                parts.pop()
             continue
         parts.append(part)
     return "/".join(parts)

@@ -34,7 +34,6 @@ class TarReader:
         self._stream = stream
         self._remaining = 0  # data bytes of the current entry not yet consumed
         self._padding = 0
-        self._global: dict[str, bytes] = {}
         self.offset = 0  # bytes consumed so far, for error messages
 
     def __iter__(self) -> Iterator[TarEntry]:
@@ -87,13 +86,16 @@ class TarReader:
                 if flag == b"x":
                     local.update(_parse_pax(payload, header_at))
                 elif flag == b"g":
-                    self._global.update(_parse_pax(payload, header_at))
+                    # Parsed for its validity only: Go's reader hands a global header to its
+                    # caller as an entry of its own, and moby's untar and containerd's applier
+                    # skip it; it sets nothing on the members after it.
+                    _parse_pax(payload, header_at)
                 elif flag == b"L":
                     long_name = payload.split(b"\x00", 1)[0]
                 else:
                     long_link = payload.split(b"\x00", 1)[0]
                 continue
-            return self._entry(block, flag, size, {**self._global, **local}, long_name, long_link)
+            return self._entry(block, flag, size, local, long_name, long_link)
 
     def _entry(
         self,
@@ -118,7 +120,8 @@ class TarReader:
         if any(k.startswith("GNU.sparse.") for k in pax) or flag == b"S":
             raise ContentError(f"unsupported sparse file in tar at offset {at}")
         if flag in _FILE_FLAGS:
-            kind = EntryKind.DIR if name.endswith(b"/") else EntryKind.FILE
+            # Go's reader: only the old "\0" type names a directory with a trailing slash.
+            kind = EntryKind.DIR if flag == b"\x00" and name.endswith(b"/") else EntryKind.FILE
         elif flag in _KINDS:
             kind = _KINDS[flag]
         else:

@@ -136,9 +136,10 @@ def _quotes_as_text(body: str) -> str:
 
 
 def _check_signal(value: str) -> None:
-    """moby's ``signal.ParseSignal``: a positive number, or a Linux signal name with or
-    without ``SIG`` (``TERM``, ``SIGRTMIN+3``)."""
-    if value.isdigit():
+    """moby's ``signal.ParseSignal``: a number ``strconv.Atoi`` reads (a sign allowed, so
+    ``-1`` and ``+5`` pass; only 0 is refused), or a Linux signal name with or without
+    ``SIG`` (``TERM``, ``SIGRTMIN+3``)."""
+    if re.fullmatch(r"[+-]?[0-9]+", value) and -(1 << 63) <= int(value) < 1 << 63:
         if int(value) == 0:
             raise ValueError(f"Invalid signal: {value}")
         return

@@ -96,6 +96,7 @@ def make_special(ctx: Path, kind: str, rel: str, *args: Any) -> None:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.bind(str(path))
     elif kind == "hardlink" and not os.path.lexists(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
         os.link(ctx / args[0], path)
     elif kind == "xattr":
         os.setxattr(path, args[0], str(args[1]).encode(), follow_symlinks=False)

@@ -430,35 +430,12 @@ CURRENT_BUILDKIT.update({
 
 # case -> the difference ocibuild still has from (current) BuildKit; strict xfails.
 KNOWN: dict[str, str] = {
-    "h1b-min-hardlink-to-symlink": "a hard link to a symlink, fifo or device is written as a second "
-        "copy, not a tar hard link (fs/layer.py: only EntryKind.FILE with st_nlink > 1)",
-    "h1b-add-tar-hardlink-members": "hard link member to a symlink member: same as above",
-    "h1b-add-tar-dotdot": "ADD of a local tar: BuildKit untars chrooted at the destination, so "
-        "'../x' is clamped to 'x'; ocibuild refuses the archive as hostile",
-    "h1b-add-tar-dotdot-hardlink": "same, for a hard link member whose target climbs with ..",
-    "h1b-add-tar-pax-global": "PAX global header ('g'): Go's archive/tar does not apply it to "
-        "later members (moby's untar skips it); ocibuild's tarreader merges it (uid 77)",
-    "h1b-add-tar-global-only": "same as h1b-add-tar-pax-global",
     "h1b-add-tar-sparse-pax00": "PAX sparse (GNU tar --sparse, format 0.0): BuildKit unpacks it, "
         "ocibuild's is_archive refuses sparse and copies the .tar as a file",
     "h1b-add-tar-sparse-pax01": "same, PAX sparse 0.1",
     "h1b-add-tar-sparse-pax10": "same, PAX sparse 1.0",
     "h1b-add-tar-sparse-second": "a PAX sparse member after a plain one: is_archive (first header "
         "only) says yes, then the unpack refuses the sparse member and the build fails",
-    "h1b-mount-ssh-optional": "RUN --mount=type=ssh,required=false without --ssh: BuildKit's LLB "
-        "still sets SSH_AUTH_SOCK to the first ssh mount's target unless the env has one "
-        "(client/llb/exec.go); ocibuild's executor/mounts.py::_ssh returns before setting it",
-    "h1b-stopsignal-negative": "STOPSIGNAL -1: moby's signal.ParseSignal uses strconv.Atoi (signed, "
-        "only 0 refused); ocibuild's plan/steps.py::_check_signal needs str.isdigit()",
-    "h1b-stopsignal-signed": "STOPSIGNAL +5: same as h1b-stopsignal-negative",
-    "h1b-chown-negative-id": "COPY --chown=-1 / -2 / 1000:-1: BuildKit's llb parseUID takes any "
-        "int32, marshalled as uint32 (-1 = leave as is: 0; -2 = 4294967294); ocibuild's "
-        "executor/users.py::_parse_uid refuses negative ids",
-    "h1b-mount-tmpfs-size": "RUN --mount=type=tmpfs,size=1m: the size is parsed (plan/mounts.py) "
-        "but executor/mounts.py builds RunMount(kind='tmpfs') without it and command.py mounts "
-        "tmpfs with no size= option (BuildKit: a 1024k tmpfs, a 100k write fails)",
-    "h1b-add-tar-v7-areg": "a '0'-type member named with a trailing slash: Go's archive/tar makes "
-        "only the old '\\0' type a directory; ocibuild's tarreader (l.121) both",
 }
 
 

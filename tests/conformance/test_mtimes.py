@@ -82,10 +82,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
                           "/opt/modes/suid": ARCHIVE_MTIME},
 }
 # case -> why ocibuild still differs (strict xfail: fixing it asks for the entry's removal)
-KNOWN: dict[str, str] = {
-    "h1b-add-tar-modes": "ADD keeps a negative archive mtime (-100000) and clamps 2**36 to what "
-                         "the filesystem holds; BuildKit unpacks both as 0 (boundTime)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _mtimes(layout: Path) -> dict[str, int]:

@@ -82,9 +82,10 @@ def jail(tmp_path: Path) -> Jail:
 
 
 @pytest.mark.parametrize("name", ["../evil", "../../evil", "a/../../evil", "./../evil", "x/../../../../evil"])
-def test_dotdot_names_are_refused(jail: Jail, name: str) -> None:
-    with pytest.raises(ContentError, match="climbs out"):
-        jail.unpack(tar(F(name)))
+def test_dotdot_names_stay_inside(jail: Jail, name: str) -> None:
+    # Clamped at the root, as containerd's applier and BuildKit's chrooted untar do.
+    jail.unpack(tar(F(name, b"x")))
+    assert (jail.root / "evil").read_bytes() == b"x"
 
 
 def test_absolute_names_land_inside_like_containerd(jail: Jail) -> None:
@@ -145,7 +146,7 @@ def test_rewriting_a_hard_linked_name_does_not_write_through(jail: Jail) -> None
     assert (jail.root / "g").read_bytes() == b"new"
 
 
-@pytest.mark.parametrize("name", [".wh..", ".wh...", "a/.wh..", "../.wh.x", ".wh."])
+@pytest.mark.parametrize("name", [".wh..", ".wh...", "a/.wh..", ".wh."])
 def test_whiteouts_of_dotdot_are_refused(jail: Jail, name: str) -> None:
     with pytest.raises(ContentError):
         jail.unpack(tar(F(name, b"")))
