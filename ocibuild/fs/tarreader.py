@@ -1,10 +1,12 @@
 """A streaming tar reader of our own: USTAR, PAX (local and global), GNU long names, base-256.
 
 Why not ``tarfile``: it decodes ``SCHILY.xattr.*`` values as text (binary file capabilities do
-not survive), seeks on some paths, accepts unlimited extended headers, and hides sparse and
-unknown entry types behind regular files. This reader yields ``TarEntry`` values with xattrs as
-raw bytes, refuses what a layer must not contain (sparse files, bad checksums, extended headers
-over 1 MiB, truncated archives) with ``ContentError``, and never reads ahead more than a block.
+not survive), seeks on some paths, accepts unlimited extended headers, and hides unknown entry
+types behind regular files. This reader yields ``TarEntry`` values with xattrs as raw bytes,
+refuses what a layer must not contain (bad checksums, extended headers over 1 MiB, truncated
+archives) with ``ContentError``, and never reads ahead more than a block. Sparse members (old
+GNU ``S``, PAX 0.0, 0.1 and 1.0, as Go's reader takes them) are files of their real size whose
+data ``copy_data_to`` writes at its offsets, the holes left as holes.
 
 Usage::
 
@@ -34,6 +36,9 @@ class TarReader:
         self._stream = stream
         self._remaining = 0  # data bytes of the current entry not yet consumed
         self._padding = 0
+        # A sparse entry: its data's (offset, length) runs in the file, and the file's size.
+        self._sparse: list[tuple[int, int]] | None = None
+        self._real_size = 0
         self.offset = 0  # bytes consumed so far, for error messages
 
     def __iter__(self) -> Iterator[TarEntry]:
@@ -47,7 +52,10 @@ class TarReader:
     # -- data of the current entry -------------------------------------------------------------
 
     def copy_data_to(self, fd: int) -> int:
-        """Write the rest of the current entry's data to ``fd``; returns the bytes written."""
+        """Write the rest of the current entry's data to ``fd``; returns the bytes written (a
+        sparse entry's: at their offsets in ``fd``, which then has the entry's size)."""
+        if self._sparse is not None:
+            return self._copy_sparse_to(fd)
         total = 0
         while self._remaining:
             chunk = self._read_some(min(self._remaining, _CHUNK))
@@ -57,6 +65,22 @@ class TarReader:
                 written = os.write(fd, view)
                 view = view[written:]
             total += len(chunk)
+        return total
+
+    def _copy_sparse_to(self, fd: int) -> int:
+        runs, self._sparse = self._sparse or [], None
+        total = 0
+        for offset, length in runs:
+            while length:
+                chunk = self._read_some(min(length, self._remaining, _CHUNK))
+                self._remaining -= len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view, offset = view[written:], offset + written
+                length -= len(chunk)
+                total += len(chunk)
+        os.ftruncate(fd, self._real_size)
         return total
 
     # -- header parsing ------------------------------------------------------------------------
@@ -95,7 +119,75 @@ class TarReader:
                 else:
                     long_link = payload.split(b"\x00", 1)[0]
                 continue
+            if flag == b"S":
+                local = {**local, **self._old_gnu_sparse(block, header_at)}
             return self._entry(block, flag, size, local, long_name, long_link)
+
+    def _old_gnu_sparse(self, block: bytes, at: int) -> dict[str, bytes]:
+        """An old GNU sparse header's map (4 runs in the header, 21 in each extension block
+        read after it) and real size, in the PAX 0.1 keys ``_start_sparse`` reads."""
+        runs: list[int] = []
+
+        def take(area: bytes, count: int) -> None:
+            for i in range(count):
+                offset = _number(area[i * 24 : i * 24 + 12], "sparse offset", at)
+                length = _number(area[i * 24 + 12 : i * 24 + 24], "sparse length", at)
+                if area[i * 24] and (offset or length):
+                    runs.extend((offset, length))
+
+        take(block[386:482], 4)
+        extended = block[482]
+        while extended:
+            more = self._read_block()
+            if more is None:
+                raise ContentError(f"truncated tar stream in a sparse header at offset {at}")
+            take(more[:504], 21)
+            extended = more[504]
+        return {"GNU.sparse.map": ",".join(map(str, runs)).encode(),
+                "GNU.sparse.size": str(_number(block[483:495], "sparse size", at)).encode()}
+
+    def _start_sparse(self, pax: dict[str, bytes], size: int, at: int) -> int:
+        """Read a sparse entry's map (from the PAX records, or for format 1.0 from the start of
+        its data) and return its real size; ``copy_data_to`` then writes its runs."""
+        if pax.get("GNU.sparse.major") == b"1" and pax.get("GNU.sparse.minor") == b"0":
+            numbers = self._sparse_map_in_data(at)
+            real = pax.get("GNU.sparse.realsize", b"")
+        else:
+            numbers = [n for n in pax.get("GNU.sparse.map", b"").split(b",") if n]
+            real = pax.get("GNU.sparse.size", pax.get("GNU.sparse.realsize", b""))
+        values = [_pax_int(n, "sparse map", at) for n in numbers]
+        real_size = _pax_int(real, "sparse size", at) if real else size
+        if len(values) % 2:
+            raise ContentError(f"invalid sparse map in tar at offset {at}")
+        runs = list(zip(values[::2], values[1::2], strict=True))
+        end = 0
+        for offset, length in runs:
+            if offset < end or length < 0 or offset + length > real_size:
+                raise ContentError(f"invalid sparse map in tar at offset {at}")
+            end = offset + length
+        if sum(length for _, length in runs) != self._remaining:
+            raise ContentError(f"sparse map and data size disagree in tar at offset {at}")
+        self._sparse, self._real_size = runs, real_size
+        return real_size
+
+    def _sparse_map_in_data(self, at: int) -> list[bytes]:
+        """PAX sparse 1.0: the count, then each offset and length, one decimal per line, at the
+        start of the data, padded to a block."""
+        text = b""
+        numbers: list[bytes] = []
+        want = None
+        while want is None or len(numbers) < 1 + 2 * want:
+            if self._remaining < BLOCK:
+                raise ContentError(f"truncated sparse map in tar at offset {at}")
+            text += self._read_exact(BLOCK, "sparse map")
+            self._remaining -= BLOCK
+            *lines, text = text.split(b"\n")
+            numbers.extend(lines)
+            if numbers and want is None:
+                want = _pax_int(numbers[0], "sparse map", at)
+                if not 0 <= want <= self._remaining:
+                    raise ContentError(f"invalid sparse map in tar at offset {at}")
+        return numbers[1 : 1 + 2 * want]
 
     def _entry(
         self,
@@ -117,9 +209,11 @@ class TarReader:
         link = long_link if long_link is not None else _cstr(block[157:257])
         name = pax.get("path", name)
         link = pax.get("linkpath", link)
-        if any(k.startswith("GNU.sparse.") for k in pax) or flag == b"S":
-            raise ContentError(f"unsupported sparse file in tar at offset {at}")
-        if flag in _FILE_FLAGS:
+        self._sparse = None
+        sparse = flag == b"S" or any(k.startswith("GNU.sparse.") for k in pax)
+        if sparse:
+            name = pax.get("GNU.sparse.name", name)
+        if flag in _FILE_FLAGS or flag == b"S":
             # Go's reader: only the old "\0" type names a directory with a trailing slash.
             kind = EntryKind.DIR if flag == b"\x00" and name.endswith(b"/") else EntryKind.FILE
         elif flag in _KINDS:
@@ -141,8 +235,10 @@ class TarReader:
         )
         # As in Go's reader, links, devices, fifos and directories are header-only: a size
         # field on them announces no data.
-        self._remaining = size if flag in _FILE_FLAGS and kind is EntryKind.FILE else 0
+        self._remaining = size if (flag in _FILE_FLAGS or sparse) and kind is EntryKind.FILE else 0
         self._padding = -self._remaining % BLOCK
+        if sparse and kind is EntryKind.FILE:
+            size = self._start_sparse(pax, size, at)
         return TarEntry(
             name=os.fsdecode(name.rstrip(b"/")) if name != b"/" else "/",
             kind=kind,
@@ -231,6 +327,7 @@ def _verify_checksum(block: bytes, at: int) -> None:
 
 def _parse_pax(payload: bytes, at: int) -> dict[str, bytes]:
     records: dict[str, bytes] = {}
+    sparse: list[bytes] = []
     pos = 0
     while pos < len(payload):
         if payload[pos] == 0:
@@ -246,8 +343,14 @@ def _parse_pax(payload: bytes, at: int) -> dict[str, bytes]:
         key, eq, value = payload[space + 1 : end - 1].partition(b"=")
         if not eq:
             raise ContentError(f"invalid PAX record in tar at offset {at}")
-        records[key.decode("utf-8", "surrogateescape")] = value
+        name = key.decode("utf-8", "surrogateescape")
+        if name in ("GNU.sparse.offset", "GNU.sparse.numbytes"):  # sparse 0.0: repeated, in order
+            sparse.append(value)
+        else:
+            records[name] = value
         pos = end
+    if sparse:
+        records["GNU.sparse.map"] = b",".join(sparse)
     return records
 
 

@@ -429,14 +429,7 @@ CURRENT_BUILDKIT.update({
 })
 
 # case -> the difference ocibuild still has from (current) BuildKit; strict xfails.
-KNOWN: dict[str, str] = {
-    "h1b-add-tar-sparse-pax00": "PAX sparse (GNU tar --sparse, format 0.0): BuildKit unpacks it, "
-        "ocibuild's is_archive refuses sparse and copies the .tar as a file",
-    "h1b-add-tar-sparse-pax01": "same, PAX sparse 0.1",
-    "h1b-add-tar-sparse-pax10": "same, PAX sparse 1.0",
-    "h1b-add-tar-sparse-second": "a PAX sparse member after a plain one: is_archive (first header "
-        "only) says yes, then the unpack refuses the sparse member and the build fails",
-}
+KNOWN: dict[str, str] = {}
 
 
 def expected(case: str) -> str:
