@@ -61,7 +61,8 @@ class CopyContext(Protocol):
     root: Path
     roots: Mapping[str, Path]
 
-    def chown(self, path: Path, uid: int, gid: int) -> None: ...
+    def chown(self, path: Path, uid: int, gid: int,
+              device: tuple[str, int, int] | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _copy(
     if step.chown:
         owner = resolve_chown(_root_of(ctx, user_root) or root, step.chown)
     dest = join_dest(workdir, step.dest)
-    chown: Callable[[Path, int, int], None] = ctx.chown
+    chown: Callable[..., None] = ctx.chown
     base = CopyOptions(chown=chown, owner=owner, mode=mode)
     from_context = isinstance(step.source, ContextRef)
     matcher = _matcher(ctx, ignore, source_root) if from_context else None

@@ -42,7 +42,7 @@ def unpack_archive(
     path: Path,
     dest: Path,
     owner: tuple[int, int] | None,
-    chown: Callable[[Path, int, int], None],
+    chown: Callable[..., None],
 ) -> None:
     """Unpack the archive at ``path`` into the directory ``dest`` (already resolved inside the
     stage root and created), reading it once. Each entry gets the tar's ids, or ``owner`` when
@@ -78,6 +78,9 @@ def unpack_archive(
         uid, gid = owner if owner is not None else (true.uid, true.gid)
         if os.path.islink(target):
             chown(target, uid, gid)
+            continue
+        if true.device is not None:  # a placeholder file (no mknod here): the record says what
+            chown(target, uid, gid, true.device)
             continue
         caps = _capability(target)
         chown(target, uid, gid)

@@ -70,9 +70,11 @@ class CallContext:
     record: OwnershipRecord | None = None
     changed: bool = field(default=False)
 
-    def chown(self, path: Path | str, uid: int, gid: int) -> None:
+    def chown(self, path: Path | str, uid: int, gid: int,
+              device: tuple[str, int, int] | None = None) -> None:
         """Give ``path`` (under ``root``, not followed if a symlink) the owner ``uid:gid``: on
-        disk when the sandbox can, else in the snapshot's OwnershipRecord."""
+        disk when the sandbox can, else in the snapshot's OwnershipRecord; ``device``: the
+        device node the file is a placeholder for (ADD of an archive in a user namespace)."""
         full = Path(path) if os.path.isabs(path) else self.root / path
         if self.owns_files:
             try:
@@ -87,7 +89,8 @@ class CallContext:
         st = os.lstat(full)
         old = self.record.get(rel)
         self.record.set(rel, Owner(uid, gid, stat.S_IMODE(st.st_mode),
-                                   old.device if old else None, old.xattrs if old else ()))
+                                   device or (old.device if old else None),
+                                   old.xattrs if old else ()))
         self.changed = True
 
 

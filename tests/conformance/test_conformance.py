@@ -457,6 +457,12 @@ def _params() -> list[object]:
 ROOTLESS: dict[str, str] = {
     "run-sandbox-env": "device nodes are the host's, bound (mknod is not allowed in a user "
                        "namespace, as for rootless BuildKit): ls shows them owned by nobody",
+    **dict.fromkeys(("h1b-min-hardlink-to-symlink", "h1b-multi-stage-copy-hardlinks-symlinks",
+                     "h1b-run-big-ids-devs", "h1b-run-mknod"),
+                    "RUN mknod: not allowed in a user namespace (rootless BuildKit fails too)"),
+    **dict.fromkeys(("h1b-passwd-duplicates-odd", "h1b-user-numeric-forms"),
+                    "a USER id beyond the 65536 sub-ids: a RUN cannot switch to it, as in "
+                    "rootless BuildKit"),
 }
 
 
