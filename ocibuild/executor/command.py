@@ -16,6 +16,7 @@ import errno
 import os
 import resource
 import signal
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,10 +174,18 @@ def _run_mounts(root: Path, mounts: Sequence[RunMount], stubs: rootfs.Stubs) -> 
         # resolved by the host, outside the rootfs.
         target = safe_join(root, m.target)
         if m.kind == "tmpfs":
+            # BuildKit's tmpfs mount: nosuid and the size asked for; over an existing directory
+            # runc adds that directory's mode (a new target has tmpfs's own, 1777).
+            options = [f"size={m.size}"] if m.size else []
+            try:
+                st = os.stat(target)
+                if stat.S_ISDIR(st.st_mode):
+                    options.insert(0, f"mode={stat.S_IMODE(st.st_mode):04o}")
+            except FileNotFoundError:
+                pass
             stubs.ensure(target, True)
-            # BuildKit's tmpfs mount: nosuid and the size asked for, nothing else.
-            _linux.mount("tmpfs", target, "tmpfs", _linux.MS_NOSUID,
-                         f"size={m.size}" if m.size else None)
+            _linux.mount("tmpfs", target, "tmpfs", _linux.MS_NOSUID | (
+                _linux.MS_RDONLY if m.readonly else 0), ",".join(options) or None)
         else:
             assert m.source is not None
             source = m.source

@@ -77,6 +77,8 @@ class RunMounts:
         ``snap`` (the RUN's snapshot) lets files be chowned inside the user namespace
         (``runner.s.runtime.call``) when ids other than the caller's must own them."""
         mounts: list[RunMount] = []
+        late: list[RunMount] = []  # secrets and ssh: after the others, as BuildKit's ExecOp
+        caches: dict[str, Path] = {}  # the RUN's caches by identity: one dir, one lock each
         env: dict[str, str] = {}
         with contextlib.ExitStack() as stack:
             tmp = Path(tempfile.mkdtemp(prefix="run-", dir=self._work))
@@ -87,14 +89,14 @@ class RunMounts:
                     case "bind":
                         mounts.append(self._bind(runner, m, tmp))
                     case "cache":
-                        mounts.append(self._cache(m, stack, runner, snap))
+                        mounts.append(self._cache(m, stack, runner, snap, caches))
                     case "tmpfs":
-                        mounts.append(RunMount(target=m.target, kind="tmpfs", readonly=False,
-                                               size=m.size))
+                        mounts.append(RunMount(target=m.target, kind="tmpfs",
+                                               readonly=m.readonly, size=m.size))
                     case "secret":
                         mount = self._secret(m, tmp, env, runner, snap)
                         if mount is not None:
-                            mounts.append(mount)
+                            late.append(mount)
                     case "ssh":
                         mount = self._ssh(m, ssh_index)
                         if ssh_index == 0:  # BuildKit's LLB: the first ssh mount's target,
@@ -102,7 +104,7 @@ class RunMounts:
                             env["SSH_AUTH_SOCK"] = m.target or "/run/buildkit/ssh_agent.0"
                         ssh_index += 1
                         if mount is not None:
-                            mounts.append(mount)
+                            late.append(mount)
                     case other:
                         raise ExecutionError(f"RUN --mount: unsupported type {other!r}")
             if script is not None:
@@ -113,7 +115,9 @@ class RunMounts:
                 path.chmod(0o755)
                 pipes.chmod(0o755)
                 mounts.append(RunMount(target="/dev/pipes", source=pipes, readonly=True))
-            yield mounts, env
+            # BuildKit's ExecOp sorts its mounts by target (a cache at /c, then a tmpfs at
+            # /c/t over it, whatever the Dockerfile's order), secrets and ssh sockets last.
+            yield sorted(mounts, key=lambda mount: mount.target) + late, env
 
     # -- each type -------------------------------------------------------------------------
 
@@ -204,10 +208,17 @@ class RunMounts:
         return RunMount(target=m.target, source=src, readonly=m.readonly)
 
     def _cache(self, m: Mount, stack: contextlib.ExitStack, runner: Any = None,
-               snap: Any = None) -> RunMount:
+               snap: Any = None, caches: dict[str, Path] | None = None) -> RunMount:
         ident = m.id or m.target
         if isinstance(m.source, (StageRef, ImageRef)):
             ident = f"{ident}@{m.source!r}"
+        elif m.uid is not None or m.gid is not None or m.mode is not None:
+            # BuildKit keys a cache by id and its source ref, here the mkdir that gives it
+            # uid/gid/mode: other settings, another cache.
+            ident = f"{ident}:{m.uid or 0}:{m.gid or 0}:{m.mode if m.mode is not None else -1}"
+        if caches is not None and ident in caches:  # the same cache twice in one RUN: one dir
+            return RunMount(target=m.target, source=caches[ident], readonly=m.readonly)
+        key = ident
         if m.sharing == "private":
             ident = self._private_slot(ident, stack)
         elif m.sharing == "locked" or not _namespaced(runner):
@@ -222,7 +233,9 @@ class RunMounts:
             with self.store.cache_lock(f"{ident}\0init"):
                 if not marker.exists():
                     self._init_cache(path, marker, m, runner, snap)
-        return RunMount(target=m.target, source=path, readonly=False)
+        if caches is not None:
+            caches[key] = path
+        return RunMount(target=m.target, source=path, readonly=m.readonly)
 
     def _init_cache(self, path: Path, marker: Path, m: Mount, runner: Any, snap: Any) -> None:
         """Give a new cache dir its mode and owner, then write the marker (``uid:gid``).
@@ -303,7 +316,7 @@ class RunMounts:
         target = m.target or f"/run/secrets/{ident}"
         secrets = tmp / "secrets"
         secrets.mkdir(exist_ok=True, mode=0o700)
-        path = secrets / ident
+        path = secrets / str(len(list(secrets.iterdir())))  # one file per mount
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "wb") as f:
             # The mode exactly (no umask), permission bits only: BuildKit's secret file.

@@ -208,20 +208,23 @@ def resolve_chown(root: Path, spec: str) -> tuple[int, int]:
                 if row[0] == group:
                     gid = _atoi(_field(row, 2))
                     break
-    return uid, gid
+    return _unsigned(uid), _unsigned(gid)
+
+
+def _unsigned(value: int) -> int:
+    """An id as LLB sends it, unsigned 32-bit (-5 from a passwd file: 4294967291); -1 is then
+    lchown's "leave as is", so what COPY made keeps its owner, root."""
+    value &= 0xFFFFFFFF
+    return 0 if value == 0xFFFFFFFF else value
 
 
 def _parse_uid(text: str) -> int | None:
-    """BuildKit's ``parseUID`` for ``--chown``: a signed 32-bit decimal, else a name. A
-    negative id is sent as its unsigned 32-bit value (-2: 4294967294); -1 is then lchown's
-    "leave as is", so what COPY made keeps its owner, root."""
+    """BuildKit's ``parseUID`` for ``--chown``: a signed 32-bit decimal, else a name (a
+    negative one is made unsigned by ``resolve_chown``)."""
     try:
         value = int(text, 10)
     except ValueError:
         return None
     if text.strip() != text or "_" in text or not -(1 << 31) <= value < (1 << 31):
         return None
-    if value < 0:
-        value &= 0xFFFFFFFF
-        return 0 if value == 0xFFFFFFFF else value
     return value

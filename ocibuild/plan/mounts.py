@@ -197,6 +197,8 @@ def parse_mount(
         dest = target
         if env is None and not dest:
             dest = "/run/secrets/" + posixpath.basename(secret_id)
+        elif dest and not dest.startswith("/"):  # runc places it under the RUN's directory
+            dest = posixpath.normpath(posixpath.join("/", workdir or "/", dest))
         return MountSpec(replace(base, id=secret_id, target=dest, env=env), "")
     if mount_type == "ssh":
         if source:
