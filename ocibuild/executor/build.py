@@ -327,10 +327,12 @@ def _build_one(options: BuildOptions) -> BuildResult:
             name, text = load_dockerfile(context, options.dockerfile)
             dockerfile = parse(text, name)
         bases = {}
-        for ref in base_images(dockerfile, options.target, options.build_args, options.platform):
+        for ref in base_images(dockerfile, options.target, options.build_args, options.platform,
+                               named=named):
             with progress.step(f"[internal] load metadata for {ref.ref}"):
                 bases[ref.ref] = images.base_config(ref)
-        plan = make_plan(dockerfile, bases, options.target, options.build_args, options.platform)
+        plan = make_plan(dockerfile, bases, options.target, options.build_args, options.platform,
+                         named=named)
         _check_entitlements(plan, (*options.allow, *(
             ("network.host",) if options.network == "host" else ())))
         for message in plan.warnings:

@@ -80,6 +80,7 @@ def copy_into(
     source_ownership: OwnershipRecord | None = None,
     user_root: str | Path | None = None,
     source_root: str | Path = "src",
+    local_source: bool = False,
 ) -> CopyResult:
     """Apply ``step`` to ``ctx.root``; see the module docstring.
 
@@ -93,7 +94,9 @@ def copy_into(
     from ``ctx.records[source_root]`` when the context provides it); ``user_root`` the
     ``ctx.roots`` name (or a path) where ``--chown`` names are looked up (default ``ctx.root``;
     ``COPY --link`` callers may pass the stage's full root); ``source_root`` the ``ctx.roots``
-    name (or a path) of the source tree.
+    name (or a path) of the source tree; ``local_source``: the source is a local directory a
+    client sends (a ``--build-context NAME=DIR``), taken as the build context is: owners reset
+    to root, its own ``.dockerignore`` applied, sockets as empty files.
     On failure the root is left part-copied: the caller discards the snapshot.
     """
     keyword = "ADD" if step.add else "COPY"
@@ -101,7 +104,8 @@ def copy_into(
     try:
         if source_ownership is None and isinstance(source_root, str):
             source_ownership = getattr(ctx, "records", {}).get(source_root)
-        return _copy(ctx, step, workdir, ignore, source_root, user_root, source_ownership)
+        return _copy(ctx, step, workdir, ignore, source_root, user_root, source_ownership,
+                     local_source)
     except OcibuildError as exc:
         raise ExecutionError(f"{keyword}: {exc.message}", location=location,
                              hint=exc.hint) from exc
@@ -134,6 +138,7 @@ def _copy(
     source_root: str | Path,
     user_root: str | Path | None,
     ownership: OwnershipRecord | None,
+    local_source: bool = False,
 ) -> CopyResult:
     root = Path(ctx.root)
     mode = ModeSpec.parse(step.chmod) if step.chmod else None
@@ -143,7 +148,7 @@ def _copy(
     dest = join_dest(workdir, step.dest)
     chown: Callable[..., None] = ctx.chown
     base = CopyOptions(chown=chown, owner=owner, mode=mode)
-    from_context = isinstance(step.source, ContextRef)
+    from_context = isinstance(step.source, ContextRef) or local_source
     matcher = _matcher(ctx, ignore, source_root) if from_context else None
     _check_flags(step)
     copied = 0

@@ -527,8 +527,11 @@ class StageRunner:
             ignore = self.s.context.ignore
         elif self._layered(step.source):
             owners = self.s.runtime.source_record(roots["src"])
-        self._commit_call(tip, created_by, copy_into, step, workdir, ignore, owners,
-                          roots=roots, location=step.instruction.location)
+        # A local --build-context is sent as the build context is (owners reset, its own
+        # .dockerignore read by copy_into): any source neither a stage, an image nor scratch.
+        local = isinstance(step.source, ImageRef) and not self._layered(step.source)
+        self._commit_call(tip, created_by, copy_into, step, workdir, ignore, owners, None,
+                          "src", local, roots=roots, location=step.instruction.location)
 
     # -- commit helpers --------------------------------------------------------------------
 

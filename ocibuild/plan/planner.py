@@ -13,7 +13,7 @@ from=`` a stage name or an image.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from ocibuild.dockerfile import model as df
@@ -51,6 +51,7 @@ def base_images(
     build_args: Mapping[str, str] | None = None,
     platform: str | None = None,
     build_platform: str | None = None,
+    named: Collection[str] = (),
 ) -> tuple[ImageRef, ...]:
     """The external images needed by the stages ``target`` needs, in first-use order: FROM
     bases that are neither stages nor scratch, ``COPY --from=<image>`` and ``RUN --mount
@@ -58,7 +59,7 @@ def base_images(
     the caller is about to fetch), so images only they name appear in ``make_plan``'s
     ``BuildPlan.images``. Raises PlanError for an unknown target, bad FROM expansion or cycles.
     """
-    planner = Planner(dockerfile, build_args or {}, platform, build_platform, None)
+    planner = Planner(dockerfile, build_args or {}, platform, build_platform, None, named)
     return planner.graph(target)[2]
 
 
@@ -69,13 +70,16 @@ def make_plan(
     build_args: Mapping[str, str] | None = None,
     platform: str | None = None,
     build_platform: str | None = None,
+    named: Collection[str] = (),
 ) -> BuildPlan:
     """Plan the stages ``target`` (a stage name, any case, or index; default: the last stage)
     needs. ``bases`` maps each FROM image's ``ImageRef.ref`` (as :func:`base_images` returns
     it) to its config; a missing FROM image raises PlanError. ``platform`` is the target
     platform (default: ``build_platform``, itself defaulting to this host's ``linux/<arch>``).
+    ``named``: the ``--build-context`` names; a stage so named is replaced by that context
+    wherever another stage uses it (FROM, ``--from``, ``from=``), as BuildKit does.
     """
-    planner = Planner(dockerfile, build_args or {}, platform, build_platform, bases)
+    planner = Planner(dockerfile, build_args or {}, platform, build_platform, bases, named)
     return planner.plan(target)
 
 
@@ -110,6 +114,7 @@ class Planner:
         platform: str | None,
         build_platform: str | None,
         bases: Mapping[str, BaseConfig] | None,
+        named: Collection[str] = (),
     ) -> None:
         self.df = dockerfile
         self.stages = dockerfile.stages
@@ -127,8 +132,10 @@ class Planner:
         except ValueError as exc:
             raise PlanError(f"invalid platform: {exc}") from exc
         self.by_name: dict[str, int] = {}
+        # Stages a --build-context of the same name replaces: their uses name that context.
+        self.replaced = {n.lower() for n in named} & {s.name.lower() for s in self.stages if s.name}
         for stage in self.stages:
-            if stage.name:
+            if stage.name and stage.name.lower() not in self.replaced:
                 self.by_name[stage.name.lower()] = stage.index
         self.consumed: set[str] = set()
         self._bases: dict[int, tuple[Source, Platform]] = {}
@@ -183,6 +190,9 @@ class Planner:
             return self.stages[-1].index
         if target.lower() in self.by_name:
             return self.by_name[target.lower()]
+        named = [s.index for s in self.stages if s.name and s.name.lower() == target.lower()]
+        if named:  # a replaced stage as the target: its own instructions
+            return named[-1]
         if target.isdigit() and int(target) < len(self.stages):
             return int(target)
         names = [s.name for s in self.stages if s.name]
@@ -219,7 +229,8 @@ class Planner:
                 raise PlanError(
                     f"failed to parse platform {ins.platform}: {exc}", location=ins.location
                 ) from exc
-        earlier = [s.index for s in self.stages[:index] if s.name == name]
+        earlier = [s.index for s in self.stages[:index]
+                   if s.name == name and name not in self.replaced]
         source: Source
         if earlier:
             source = StageRef(earlier[-1])
@@ -227,7 +238,8 @@ class Planner:
         elif name == "scratch":
             source = Scratch()
         else:
-            if any(s.name == name.lower() for s in self.stages[:index]):
+            if name.lower() not in self.replaced and any(
+                    s.name == name.lower() for s in self.stages[:index]):
                 raise PlanError(
                     f'failed to parse stage name "{name}": invalid reference format: '
                     "repository name must be lowercase",

@@ -62,3 +62,44 @@ def test_unknown_context_source_is_a_usage_error(tmp_path: Path,
                      str(tmp_path)])
     assert code == 2
     assert "unsupported source" in capsys.readouterr().err
+
+
+@pytest.mark.rootless
+def test_a_directory_context_is_sent_as_the_build_context(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # As buildx sends any local directory (checked with the reference BuildKit): owners reset
+    # to root, the directory's own .dockerignore applied.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "a.txt").write_text("a\n")
+    (extra / "skip.txt").write_text("skip\n")
+    (extra / ".dockerignore").write_text("skip.txt\n")
+    import os
+    if os.geteuid() == 0:
+        os.chown(extra / "a.txt", 1000, 1000)
+    out = _build(tmp_path, f"FROM {e2e_registry.host}/busybox:latest\n"
+                 "COPY --from=extra / /x/\n", "--build-context", f"extra={extra}")
+    tree = load_layout(out).tree
+    assert "/x/a.txt" in tree and "/x/skip.txt" not in tree
+    assert (tree["/x/a.txt"].uid, tree["/x/a.txt"].gid) == (0, 0)
+
+
+@pytest.mark.rootless
+def test_a_context_named_like_a_stage_replaces_it(e2e_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # buildx: "When Dockerfile defines a stage with the same name it is overwritten"; the
+    # stage's own instructions do not run (checked with the reference BuildKit).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    host = e2e_registry.host
+    over = tmp_path / "over"
+    over.mkdir()
+    (over / "ov.txt").write_text("over\n")
+    text = (f"FROM {host}/busybox:latest AS s0\nRUN echo built > /built.txt\n"
+            f"FROM {host}/busybox:latest AS base\nRUN echo base > /base.txt\n"
+            "FROM base\nCOPY --from=s0 /*.txt /x/\n")
+    out = _build(tmp_path, text, "--build-context", f"s0={over}",
+                 "--build-context", f"base=docker-image://{host}/busybox:latest")
+    tree = load_layout(out).tree
+    assert "/x/ov.txt" in tree and "/x/built.txt" not in tree
+    assert "/base.txt" not in tree and "/bin/busybox" in tree
