@@ -236,6 +236,7 @@ def fill_copy(snap: Snapshot) -> None:
     # hard-link pair must not change the other; a link a RUN makes shows in the diff as a
     # rise of the file's link count.
     _cp(snap.base, snap.root, links=False)
+    _exact_dir_modes(snap.base, snap.root)
 
 
 def merge_layer(layer: Path, dest: Path) -> None:
@@ -243,12 +244,15 @@ def merge_layer(layer: Path, dest: Path) -> None:
     opaque dirs hide what was below, entries of another type replace the old one."""
     removed: list[Path] = []
     opaque: list[Path] = []
+    modes: list[tuple[Path, int]] = []
     for dirpath, dirnames, filenames in os.walk(layer):
         rel = os.path.relpath(dirpath, layer)
         for name in dirnames + filenames:
             src = os.path.join(dirpath, name)
             target = dest / rel / name
             st = os.lstat(src)
+            if not stat.S_ISLNK(st.st_mode):
+                modes.append((target, stat.S_IMODE(st.st_mode)))
             whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
             is_opaque = stat.S_ISDIR(st.st_mode) and any(
                 _xattr(Path(src), x) == b"y" for x in OPAQUE_XATTRS)
@@ -262,6 +266,11 @@ def merge_layer(layer: Path, dest: Path) -> None:
             if whiteout or is_opaque or stat.S_IFMT(old.st_mode) != stat.S_IFMT(st.st_mode):
                 _remove(target)
     _cp(layer, dest)
+    # GNU cp keeps an existing file's setuid/setgid and a directory's setgid (its own or the
+    # parent's) over the mode it copies: each entry gets the layer's mode exactly.
+    for target, mode in modes:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(target, mode)
     for rel_path in removed:
         with contextlib.suppress(OSError):
             os.unlink(dest / rel_path)
@@ -269,6 +278,18 @@ def merge_layer(layer: Path, dest: Path) -> None:
         for name in OPAQUE_XATTRS:
             with contextlib.suppress(OSError):
                 os.removexattr(dest / rel_path, name, follow_symlinks=False)
+
+
+def _exact_dir_modes(src: Path, dest: Path) -> None:
+    """Directories of ``dest`` (a ``cp -a`` of ``src``) given ``src``'s modes: a directory cp
+    makes under a setgid parent keeps the setgid bit the kernel gave it."""
+    for dirpath, dirnames, _ in os.walk(src):
+        rel = os.path.relpath(dirpath, src)
+        for name in dirnames:
+            mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)
+            target = dest / rel / name
+            if stat.S_IMODE(os.lstat(target).st_mode) != mode:
+                os.chmod(target, mode)
 
 
 def _remove(path: Path) -> None:
