@@ -249,13 +249,20 @@ class RunMounts:
         buildkitd in a container has it from runc): ``mode=0777`` gives 0755."""
         uid, gid = m.uid or 0, m.gid or 0
         settings = m.uid is not None or m.gid is not None or m.mode is not None
-        if not isinstance(m.source, Scratch) and (m.source_path or not settings):
-            src = safe_join(self._source_dir(runner, m.source), m.source_path or "/")
+        seed_path = m.source_path
+        if not isinstance(m.source, Scratch) and settings and not seed_path:
+            # BuildKit's mkdir of /cache in the from= state does nothing where that state
+            # already has one: it then seeds the cache, whatever uid/gid/mode say.
+            existing = safe_join(self._source_dir(runner, m.source), "/cache")
+            if existing.is_dir() and not existing.is_symlink():
+                seed_path = "/cache"
+        if not isinstance(m.source, Scratch) and (seed_path or not settings):
+            src = safe_join(self._source_dir(runner, m.source), seed_path or "/")
             if not src.is_dir():
                 raise ExecutionError(f"RUN --mount=type=cache: {m.source_path or '/'} is not "
                                      "a directory in the mount source")
             _copy_tree_as_is(src, path)
-            if not m.source_path:
+            if not seed_path:
                 path.chmod(0o755)  # a rootfs's root (ours is a temp dir, 0700)
             marker.write_text("seeded\n")
             return
