@@ -231,17 +231,19 @@ def fill_copy(snap: Snapshot) -> None:
     """Build a copy snapshot's ``base`` from its lowers and ``fs`` from ``base``; inside the
     sandbox (ids of the lowers must be readable and reproducible)."""
     for lower in reversed(snap.lowers):
-        merge_layer(lower, snap.base)
+        merge_layer(lower, snap.base, links=False)
     # Hard-link-free (DESIGN 3): like overlay's copy-up, writing one name of a lower layer's
     # hard-link pair must not change the other; a link a RUN makes shows in the diff as a
-    # rise of the file's link count.
+    # rise of the file's link count (over ``base``, link-free too: ``ln b c`` of a lower
+    # pair {a, b} then shows b and c, as overlay's upper holds them).
     _cp(snap.base, snap.root, links=False)
     _exact_dir_modes(snap.base, snap.root)
 
 
-def merge_layer(layer: Path, dest: Path) -> None:
+def merge_layer(layer: Path, dest: Path, *, links: bool = True) -> None:
     """Apply one overlay-format layer dir on top of the tree ``dest``: whiteouts delete,
-    opaque dirs hide what was below, entries of another type replace the old one."""
+    opaque dirs hide what was below, entries of another type replace the old one; ``links``:
+    the layer's hard links kept in ``dest``."""
     removed: list[Path] = []
     opaque: list[Path] = []
     modes: list[tuple[Path, int]] = []
@@ -265,7 +267,7 @@ def merge_layer(layer: Path, dest: Path) -> None:
             old = os.lstat(target)
             if whiteout or is_opaque or stat.S_IFMT(old.st_mode) != stat.S_IFMT(st.st_mode):
                 _remove(target)
-    _cp(layer, dest)
+    _cp(layer, dest, links=links)
     # GNU cp keeps an existing file's setuid/setgid and a directory's setgid (its own or the
     # parent's) over the mode it copies: each entry gets the layer's mode exactly.
     for target, mode in modes:
