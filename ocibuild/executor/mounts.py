@@ -83,7 +83,6 @@ class RunMounts:
         with contextlib.ExitStack() as stack:
             tmp = Path(tempfile.mkdtemp(prefix="run-", dir=self._work))
             stack.callback(_remove_tmp, runner, tmp)
-            ssh_index = 0
             for m in step.mounts:
                 match m.type:
                     case "bind":
@@ -98,11 +97,10 @@ class RunMounts:
                         if mount is not None:
                             late.append(mount)
                     case "ssh":
-                        mount = self._ssh(m, ssh_index)
-                        if ssh_index == 0:  # BuildKit's LLB: the first ssh mount's target,
-                            # agent or not (the caller keeps a SSH_AUTH_SOCK the RUN has)
-                            env["SSH_AUTH_SOCK"] = m.target or "/run/buildkit/ssh_agent.0"
-                        ssh_index += 1
+                        mount = self._ssh(m)
+                        # BuildKit's LLB: the first ssh mount's target (the plan gave it the
+                        # default one), agent or not; the caller keeps one the RUN's env has.
+                        env.setdefault("SSH_AUTH_SOCK", m.target)
                         if mount is not None:
                             late.append(mount)
                     case other:
@@ -333,15 +331,14 @@ class RunMounts:
             self._chown(path, m.uid or 0, m.gid or 0, runner, snap)
         return RunMount(target=target, source=path, readonly=True)
 
-    def _ssh(self, m: Mount, index: int) -> RunMount | None:
+    def _ssh(self, m: Mount) -> RunMount | None:
         ident = m.id or "default"
         sock = self.ssh.get(ident)
         if sock is None:
             if m.required:
                 raise ExecutionError(f"no SSH agent {ident!r}: pass --ssh {ident}=SOCKET")
             return None
-        target = m.target or f"/run/buildkit/ssh_agent.{index}"
-        return RunMount(target=target, source=Path(sock), readonly=False)
+        return RunMount(target=m.target, source=Path(sock), readonly=False)
 
 
 def _remove_tmp(runner: Any, tmp: Path) -> None:
