@@ -253,7 +253,7 @@ def merge_layer(layer: Path, dest: Path, *, links: bool = True) -> None:
             src = os.path.join(dirpath, name)
             target = dest / rel / name
             st = os.lstat(src)
-            if not stat.S_ISLNK(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):  # made under a setgid parent, cp keeps the kernel's bit
                 modes.append((target, stat.S_IMODE(st.st_mode)))
             whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
             is_opaque = stat.S_ISDIR(st.st_mode) and any(
@@ -267,9 +267,11 @@ def merge_layer(layer: Path, dest: Path, *, links: bool = True) -> None:
             old = os.lstat(target)
             if whiteout or is_opaque or stat.S_IFMT(old.st_mode) != stat.S_IFMT(st.st_mode):
                 _remove(target)
+            elif not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+                modes.append((target, stat.S_IMODE(st.st_mode)))  # cp writes over it
     _cp(layer, dest, links=links)
     # GNU cp keeps an existing file's setuid/setgid and a directory's setgid (its own or the
-    # parent's) over the mode it copies: each entry gets the layer's mode exactly.
+    # parent's) over the mode it copies; what it creates otherwise has the layer's mode.
     for target, mode in modes:
         with contextlib.suppress(FileNotFoundError):
             os.chmod(target, mode)

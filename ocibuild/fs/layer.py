@@ -3,11 +3,12 @@
 The tar follows containerd's diff writer (what BuildKit ships): entries in walk order (parents
 before children, siblings sorted by name bytes), a parent directory is written before its first
 changed child even when it did not change itself, entries other than directories (symlinks,
-fifos and devices too) that are hard links of one already in the layer become tar hard links, deletions become empty ``.wh.<name>`` files and
-opaque directories an empty ``.wh..wh..opq`` right after the directory. Headers: numeric ids,
-empty uname/gname, mtime truncated to seconds (clamped to ``source_date_epoch`` when given), no
-atime/ctime, xattrs as ``SCHILY.xattr.*`` (overlay's own and SELinux labels left out). Whiteout
-entries are mode 0, ids 0, mtime ``source_date_epoch`` or 0. Sockets are skipped.
+fifos and devices too) that are hard links of one already in the layer become tar hard links,
+deletions become empty ``.wh.<name>`` files and opaque directories an empty ``.wh..wh..opq``
+right after the directory. Headers: numeric ids, empty uname/gname, mtime truncated to seconds
+(clamped to ``source_date_epoch`` when given), no atime/ctime, xattrs as ``SCHILY.xattr.*``
+(overlay's own and SELinux labels left out). Whiteout entries are mode 0, ids 0, mtime
+``source_date_epoch`` or 0. Sockets are skipped.
 """
 
 from __future__ import annotations

@@ -54,33 +54,26 @@ class TarReader:
     def copy_data_to(self, fd: int) -> int:
         """Write the rest of the current entry's data to ``fd``; returns the bytes written (a
         sparse entry's: at their offsets in ``fd``, which then has the entry's size)."""
-        if self._sparse is not None:
-            return self._copy_sparse_to(fd)
+        if self._sparse is None:
+            return self._copy_run(fd, self._remaining, None)
+        runs, self._sparse = self._sparse, None
+        total = sum(self._copy_run(fd, length, offset) for offset, length in runs)
+        os.ftruncate(fd, self._real_size)
+        return total
+
+    def _copy_run(self, fd: int, length: int, offset: int | None) -> int:
+        """Copy the next ``length`` data bytes to ``fd``: at ``offset``, or where it is."""
         total = 0
-        while self._remaining:
-            chunk = self._read_some(min(self._remaining, _CHUNK))
+        while total < length:
+            chunk = self._read_some(min(length - total, _CHUNK))
             self._remaining -= len(chunk)
             view = memoryview(chunk)
             while view:
-                written = os.write(fd, view)
+                written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
                 view = view[written:]
+                if offset is not None:
+                    offset += written
             total += len(chunk)
-        return total
-
-    def _copy_sparse_to(self, fd: int) -> int:
-        runs, self._sparse = self._sparse or [], None
-        total = 0
-        for offset, length in runs:
-            while length:
-                chunk = self._read_some(min(length, self._remaining, _CHUNK))
-                self._remaining -= len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    view, offset = view[written:], offset + written
-                length -= len(chunk)
-                total += len(chunk)
-        os.ftruncate(fd, self._real_size)
         return total
 
     # -- header parsing ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,6 @@ def test_a_directory_context_is_sent_as_the_build_context(e2e_registry, tmp_path
     (extra / "a.txt").write_text("a\n")
     (extra / "skip.txt").write_text("skip\n")
     (extra / ".dockerignore").write_text("skip.txt\n")
-    import os
     if os.geteuid() == 0:
         os.chown(extra / "a.txt", 1000, 1000)
     out = _build(tmp_path, f"FROM {e2e_registry.host}/busybox:latest\n"
