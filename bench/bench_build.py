@@ -55,8 +55,11 @@ sets ``ORACLE_DOCKER``); elsewhere only our figures and the memory target are ch
 Reading the figures: like BuildKit, which with the docker driver keeps layers as plain overlay
 directories and compresses them when it pushes, a build of ours without a push compresses
 nothing (layers are committed as plain tars); with a push, the image's layers are compressed
-while they are committed (gzip on every core) and uploaded as they are written. So ``delta``
-holds the compression and the upload for both builders; the end-to-end ratio (build+push) compares the whole job.
+while they are committed (gzip on every core) and uploaded as they are written. A plain COPY's
+layer is committed while the copy runs, from what the copy reports (``executor.copy_feed``):
+with a push, its compression and upload share the machine with the copy itself. So ``delta``
+holds the compression and the upload for both builders; the end-to-end ratio (build+push)
+compares the whole job.
 
 Targets: peak memory < 100 MB; with BuildKit present: cold build no slower than BuildKit and
 push (delta) at least 3x faster. Returns non-zero when a measured target is missed.

@@ -147,7 +147,7 @@ def _copy(
         owner = resolve_chown(_root_of(ctx, user_root) or root, step.chown)
     dest = join_dest(workdir, step.dest)
     chown: Callable[..., None] = ctx.chown
-    base = CopyOptions(chown=chown, owner=owner, mode=mode)
+    base = CopyOptions(chown=chown, owner=owner, mode=mode, feed=getattr(ctx, "feed", None))
     from_context = isinstance(step.source, ContextRef) or local_source
     matcher = _matcher(ctx, ignore, source_root) if from_context else None
     _check_flags(step)

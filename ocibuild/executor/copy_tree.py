@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ocibuild.errors import ExecutionError
 from ocibuild.executor.context import IgnoreMatcher
+from ocibuild.executor.copy_feed import FeedWriter
 from ocibuild.executor.copy_mode import ModeSpec
 from ocibuild.executor.copy_paths import resolve_wildcards
 from ocibuild.fs.safepath import Visible, safe_join
@@ -60,6 +61,8 @@ class CopyOptions:
     # The build context reaches BuildKit through fsutil's transfer, which clears the socket bit
     # (``mkstat``): the receiver writes a socket as an empty regular file with its permissions.
     sockets_as_files: bool = False
+    # Where the copy reports its entries as they become final (``copy_feed``), or None.
+    feed: FeedWriter | None = None
 
 
 class NotFound(ExecutionError):
@@ -73,6 +76,10 @@ def copy_action(src_root: Path, src: str, dest_root: Path, dest: str, opts: Copy
         matches = resolve_wildcards(src_root, src, follow=opts.follow, visible=opts.visible)
         if not matches:
             return 0
+    if opts.feed is not None and (len(matches) > 1 or opts.include or opts.exclude):
+        # Entries of several matches are not made in layer order, and a directory made for a
+        # matching child gets its times from that child (nothing to promise ahead).
+        opts.feed.unpromised()
     for match in matches:
         real = resolve_source(src_root, match, opts)
         try:
@@ -157,6 +164,7 @@ class _Copier:
     src_root: Path
     inodes: dict[tuple[int, int], Path] = field(default_factory=dict)
     parents: list[_Pending] = field(default_factory=list)
+    now: int = field(default_factory=time.time_ns)  # the root's times (``root_mtime_now``)
 
     def run(self, real: Path, match: str, st: os.stat_result, dest: str) -> None:
         opts = self.opts
@@ -256,6 +264,8 @@ class _Copier:
             self._copy_info(st, src, src_rel, target, root=not comps)
         elif restore_time and target_st is not None:
             self._set_times(st, target, root=not comps)
+        if not is_dir and opts.feed is not None:
+            opts.feed.entry(target)
 
     def _copy_dir(
         self,
@@ -273,6 +283,9 @@ class _Copier:
         created = False
         if include:
             created = _copy_dir_only(self.dest_root, dst, st, overwrite_meta)
+            if self.opts.feed is not None and dst != self.dest_root:
+                self._promise(self.opts.feed, st, src_rel, dst, overwrite_meta or created,
+                              root=not comps)
         self.parents.append(_Pending(src, src_rel, dst, include))
         try:
             exc = self.opts.exclude
@@ -304,6 +317,8 @@ class _Copier:
             first = self.inodes.get(key)
             if first is not None:
                 os.link(first, target)
+                if self.opts.feed is not None:
+                    self.opts.feed.unpromised()  # the first one was reported as a lone file
                 return
             self.inodes[key] = target
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -314,8 +329,24 @@ class _Copier:
             finally:
                 os.close(fd)
 
-    def _copy_info(self, st: os.stat_result, src: Path, src_rel: str, target: Path, *,
-                   root: bool) -> None:
+    def _promise(self, feed: FeedWriter, st: os.stat_result, src_rel: str, dst: Path,
+                 copy_info: bool, *, root: bool) -> None:
+        """Report directory ``dst`` with the metadata ``copy`` gives it once its entries are
+        in: the source's (``_copy_info``), or, for an existing destination root, its own owner
+        and mode with the source's times (``_set_times``)."""
+        atime, mtime = self._times(st, root=root)
+        if copy_info:
+            uid, gid, mode = self._owner_mode(st, src_rel)
+        else:
+            own = os.lstat(dst)
+            uid, gid, mode = own.st_uid, own.st_gid, stat.S_IMODE(own.st_mode)
+            # Its times now too: in an overlay this copies it up before its first entry (the
+            # commit reads its xattrs from the upper dir); the end sets the same times again.
+            os.utime(dst, ns=(atime, mtime), follow_symlinks=False)
+        feed.directory(dst, stat.S_IMODE(mode), uid, gid, mtime)
+
+    def _owner_mode(self, st: os.stat_result, src_rel: str) -> tuple[int, int, int]:
+        """The owner and mode ``_copy_info`` gives the copy of a source with ``st``."""
         opts = self.opts
         uid, gid, mode = st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
         if opts.source_owner is not None:
@@ -326,11 +357,17 @@ class _Copier:
             uid, gid = opts.owner
         elif opts.reset_owner:
             uid, gid = 0, 0
+        if opts.mode is not None and not stat.S_ISLNK(st.st_mode):
+            mode = opts.mode.apply(stat.S_IFMT(st.st_mode) | mode)
+        return uid, gid, mode
+
+    def _copy_info(self, st: os.stat_result, src: Path, src_rel: str, target: Path, *,
+                   root: bool) -> None:
+        opts = self.opts
+        uid, gid, mode = self._owner_mode(st, src_rel)
         if stat.S_ISLNK(st.st_mode):
             opts.chown(target, uid, gid)
         else:
-            if opts.mode is not None:
-                mode = opts.mode.apply(stat.S_IFMT(st.st_mode) | mode)
             # Mode first so that a chown recorded (single-id sandbox) sees the final mode;
             # again after it, since chown clears setuid/setgid on disk.
             os.chmod(target, mode)
@@ -341,11 +378,12 @@ class _Copier:
         _copy_xattrs(src, target)
 
     def _set_times(self, st: os.stat_result, target: Path, *, root: bool) -> None:
+        os.utime(target, ns=self._times(st, root=root), follow_symlinks=False)
+
+    def _times(self, st: os.stat_result, *, root: bool) -> tuple[int, int]:
         if root and self.opts.root_mtime_now:
-            now = time.time_ns()
-            os.utime(target, ns=(now, now), follow_symlinks=False)
-            return
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            return self.now, self.now
+        return st.st_atime_ns, st.st_mtime_ns
 
 
 def _copy_dir_only(root: Path, dst: Path, st: os.stat_result, overwrite_meta: bool) -> bool:

@@ -156,7 +156,8 @@ class _Failure:
 
 
 def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = False,
-          output: Callable[[bytes], None] | None = None, command: bool = False) -> Any:
+          output: Callable[[bytes], None] | None = None, command: bool = False,
+          keep_fds: tuple[int, ...] = ()) -> Any:
     """Call ``fn(*args)`` (plus ``out_fd=`` when ``output`` is given) in stage 1 and return its
     result, which must be picklable. ``command``: ``fn`` runs a RUN (uts and ipc namespaces;
     see the module docstring).
@@ -165,7 +166,8 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
     ``out_fd`` by stage 1 or its children are passed to ``output`` as they arrive. An exception in
     ``fn`` is raised here again (its remote traceback added as a note); a sandbox that dies
     without an answer raises :class:`SandboxError`. Nothing is left running when this returns or
-    raises, including on KeyboardInterrupt.
+    raises, including on KeyboardInterrupt. ``keep_fds``: the caller's descriptors ``fn`` uses
+    (every other one the caller opened is closed in the sandbox).
     """
     userns = _USERNS.get(iso.idmap) if iso.mode == "rootless" and iso.idmap else -1
     _settle_tempfile()
@@ -187,7 +189,7 @@ def enter(iso: Isolation, fn: Callable[..., Any], *args: Any, new_net: bool = Fa
             # readers would wait for our exit to see EOF); nor are our parent's ends; nor the
             # store locks other threads hold (we would hold them as long as we run); nor any
             # other file of the caller's.
-            _close_parent_files(result_w, up_w, down_r, out_w, userns)
+            _close_parent_files(result_w, up_w, down_r, out_w, userns, *keep_fds)
             code = _stage1(iso, fn, args, new_net, command, userns, caller, result_w, up_w,
                            down_r, out_w)
         except BaseException as exc:  # noqa: BLE001 - everything must reach the caller

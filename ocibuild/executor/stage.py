@@ -48,6 +48,7 @@ from ocibuild.errors import ExecutionError, Location, OcibuildError
 from ocibuild.executor import cache as sc
 from ocibuild.executor import configedit as ce
 from ocibuild.executor.command import RunSpec
+from ocibuild.executor.copy_feed import open_feed
 from ocibuild.executor.progress import Progress, Vertex
 from ocibuild.executor.run_settings import RunSettings
 from ocibuild.fs.safepath import safe_join
@@ -530,23 +531,70 @@ class StageRunner:
         # A local --build-context is sent as the build context is (owners reset, its own
         # .dockerignore read by copy_into): any source neither a stage, an image nor scratch.
         local = isinstance(step.source, ImageRef) and not self._layered(step.source)
+        # One plain source: its copy reports its entries in layer order (``copy_feed``).
+        feed = (not step.add and len(step.sources) == 1 and not step.heredocs
+                and not step.excludes and not step.parents)
         self._commit_call(tip, created_by, copy_into, step, workdir, ignore, owners, None,
-                          "src", local, roots=roots, location=step.instruction.location)
+                          "src", local, roots=roots, location=step.instruction.location,
+                          feed=feed)
 
     # -- commit helpers --------------------------------------------------------------------
 
     def _commit_call(self, tip: _Tip, created_by: str, fn: Callable[..., Any], *args: Any,
                      roots: Mapping[str, Sequence[Path]] | None = None,
-                     location: Location | None = None) -> None:
-        """Run ``fn`` in a snapshot of ``tip`` (``runtime.call``) and commit the result."""
+                     location: Location | None = None, feed: bool = False) -> None:
+        """Run ``fn`` in a snapshot of ``tip`` (``runtime.call``) and commit the result.
+
+        ``feed``: ``fn`` is a copy that can report its entries (``copy_feed``); in a kernel
+        overlay snapshot whose files hold their owners, its layer is then written while it
+        runs, instead of after it."""
         runtime = self.s.runtime
         snap = runtime.new_snapshot(self._lowers(tip))
+        if (feed and getattr(snap, "kind", None) == "overlay" and os.path.isdir(snap.upper)
+                and runtime.isolation.owns_files):
+            self._fed_call(tip, snap, created_by, fn, args, dict(roots or {}), location)
+            return
         try:
             runtime.call(snap, fn, *args, roots=dict(roots or {}))
         except BaseException:
             self.discard(snap)
             raise
         self._commit(tip, snap, created_by, location)
+
+    def _fed_call(self, tip: _Tip, snap: Any, created_by: str, fn: Callable[..., Any],
+                  args: tuple[Any, ...], roots: dict[str, Sequence[Path]],
+                  location: Location | None) -> None:
+        """``_commit_call`` with the layer written beside the copy, from its feed: the
+        commit is queued first (after the stage's layer in flight, if any) and reads what the
+        copy reports until it ends."""
+        read_fd, write_fd = open_feed()
+        try:
+            future = self._committer.submit(self._write_layer, snap, self._want(), read_fd)
+        except BaseException:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.discard(snap)
+            raise
+        try:
+            try:
+                self.s.runtime.call(snap, fn, *args, roots=roots, feed=write_fd)
+            finally:
+                os.close(write_fd)  # the commit sees the end of a copy that died
+            self._settle(tip)  # one layer in flight per stage
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                future.result()
+            self.discard(snap)
+            raise
+        tip.pending = _Pending(snap, created_by, location, future)
+
+    def _want(self) -> tuple[str, int | None] | None:
+        """The compression the build's output wants a layer of the current stage in, when it
+        is written (None: the stage is not exported)."""
+        if getattr(self._current, "index", None) not in self.exported:
+            return None
+        want: tuple[str, int | None] | None = self.s.output_compression
+        return want
 
     def _lowers(self, tip: _Tip) -> tuple[Path, ...]:
         return self._dirs(tip.image, tip.pending.snap.upper if tip.pending else None)
@@ -563,9 +611,7 @@ class StageRunner:
         snapshot's diff is written in the background (the module docstring says why), any
         other's now: fuse-overlayfs rewrites its upper dir when committing it, and a copy
         snapshot has no dir that holds the diff alone."""
-        want = self.s.output_compression
-        if getattr(self._current, "index", None) not in self.exported:
-            want = None
+        want = self._want()
         if getattr(snap, "kind", None) == "overlay" and os.path.isdir(snap.upper):
             try:
                 self._settle(tip)  # one layer in flight per stage
@@ -583,9 +629,20 @@ class StageRunner:
         tip.image = self._append(tip.image, blob, created_by)
         self.discard(snap)  # no dir of it holds the diff alone: a later step unpacks the blob
 
-    def _write_layer(self, snap: Any, want: tuple[str, int | None] | None) -> Any:
+    def _write_layer(self, snap: Any, want: tuple[str, int | None] | None,
+                     feed: int | None = None) -> Any:
         """The layer blob of ``snap``'s diff, moved into the store in the background; with
-        ``want``, a copy in that compression too (and streamed to the push's registry)."""
+        ``want``, a copy in that compression too (and streamed to the push's registry); with
+        ``feed``, written from the copy's reports as it runs (``Runtime.commit``; the
+        descriptor is closed here)."""
+        try:
+            return self._write_layer_fed(snap, want, feed)
+        finally:
+            if feed is not None:
+                os.close(feed)
+
+    def _write_layer_fed(self, snap: Any, want: tuple[str, int | None] | None,
+                         feed: int | None) -> Any:
         store = self.s.store
         tmp = store.tempdir("layer-")
         also = (tmp / "copy", *want) if want is not None and want[0] != "uncompressed" else None
@@ -597,14 +654,14 @@ class StageRunner:
             # image compresses its layers (``output.recompress``), from the copy made here
             # when the build knew it would.
             blob = self.s.runtime.commit(snap, tmp / "layer", "none", None,
-                                         self.s.source_date_epoch, also)
+                                         self.s.source_date_epoch, also, feed)
         except BaseException:
             if upload is not None:
                 upload.cancel()
             _rmtree(tmp)
             raise
         if upload is not None:
-            if blob.copy is not None:
+            if blob.copy is not None and also is not None and blob.copy.path == also[0]:
                 upload.finish(blob.copy.digest, blob.copy.size)  # before the copy moves
             else:
                 upload.cancel()

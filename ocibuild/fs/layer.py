@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ocibuild import mediatypes
 from ocibuild.digest import Digest, DigestingWriter
@@ -79,6 +80,7 @@ class LayerBlob:
     size: int
     media_type: str
     copy: LayerBlob | None = None  # the compressed copy ``write_layer(also=...)`` wrote
+    streamed: bool = False  # written beside the step that made it (``executor.copy_feed``)
 
 
 def write_layer(
@@ -93,6 +95,7 @@ def write_layer(
     ordered: bool = False,
     xattr_names: frozenset[str] | None = None,
     also: tuple[Path, str, int | None] | None = None,
+    headers: Any = None,
 ) -> LayerBlob:
     """Write the layer for ``changes`` to the new file ``dest`` and describe it.
 
@@ -111,6 +114,8 @@ def write_layer(
     uncompressed layer for the store and the compressed one an output will send, without
     reading the first back. The copy is compressed in a forked child process when this one has
     a single thread (``fs.forked``).
+
+    ``headers``, a hashlib object, is updated with every header written (``layer_headers``).
     """
     changes = _checked_order(changes) if ordered else _sorted_changes(changes)
     plain = compression in ("none", "uncompressed")
@@ -132,7 +137,7 @@ def write_layer(
             # Uncompressed, the blob is the tar: written by the walk itself (``direct``), its
             # one hash gives both digests.
             sink = _TarSink(comp, direct=out if plain else None)
-            writer = _LayerWriter(sink, ownership, source_date_epoch, xattr_names)
+            writer = _LayerWriter(sink, ownership, source_date_epoch, xattr_names, headers)
             for change in changes:
                 writer.add(change)
             sink.write(bytes(2 * BLOCK))
@@ -160,6 +165,30 @@ def write_layer(
     digest, size = (diff_id, sink.size) if blob is None else (blob.digest, blob.size)
     return LayerBlob(path=dest, digest=digest, diff_id=diff_id, size=size,
                      media_type=mediatypes.layer_media_type(compression), copy=copy)
+
+
+def layer_headers(
+    changes: Iterable[Change],
+    ownership: OwnershipRecord | None = None,
+    source_date_epoch: int | None = None,
+    *,
+    xattr_names: frozenset[str] | None = None,
+) -> bytes:
+    """The SHA-256 of the headers ``write_layer`` would write for ``changes`` (given in
+    layer order), without reading any file's data: two walks with the same headers give the
+    same layer when the files' data did not change between them."""
+    log = hashlib.sha256()
+    writer = _LayerWriter(_HeadersOnly(), ownership, source_date_epoch, xattr_names, log)
+    for change in _checked_order(changes):
+        writer.add(change)
+    return log.digest()
+
+
+class _HeadersOnly:
+    """A sink for ``layer_headers``: the writer's log holds what matters."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        pass
 
 
 def _order_key(change: Change) -> tuple[bytes, ...]:
@@ -294,9 +323,11 @@ class _TarSink:
 
 
 class _LayerWriter:
-    def __init__(self, sink: _TarSink, ownership: OwnershipRecord | None, epoch: int | None,
-                 xattr_names: frozenset[str] | None = None):
+    def __init__(self, sink: _TarSink | _HeadersOnly, ownership: OwnershipRecord | None,
+                 epoch: int | None, xattr_names: frozenset[str] | None = None,
+                 log: Any = None):
         self._sink = sink
+        self._log = log
         self._xattr_names = xattr_names
         self._ownership = ownership
         self._epoch = epoch
@@ -332,7 +363,12 @@ class _LayerWriter:
 
     def _whiteout(self, name: str) -> None:
         entry = TarEntry(name=name, kind=EntryKind.FILE, mode=0, mtime=self._epoch or 0)
-        self._sink.write(encode_header(entry))
+        self._emit(encode_header(entry))
+
+    def _emit(self, header: bytes) -> None:
+        self._sink.write(header)
+        if self._log is not None:
+            self._log.update(header)
 
     def _write_path(self, root: Path, path: str, st: os.stat_result | None = None) -> None:
         full = os.path.join(root, path)
@@ -366,11 +402,12 @@ class _LayerWriter:
                 entry = _replace(
                     entry, {"kind": EntryKind.HARDLINK, "linkname": first, "size": 0, "xattrs": ()}
                 )
-        self._sink.write(encode_header(entry))
-        if entry.kind is EntryKind.FILE and entry.size:
+        self._emit(encode_header(entry))
+        if entry.kind is EntryKind.FILE and entry.size and isinstance(self._sink, _TarSink):
             self._copy_content(full, entry.size)
 
     def _copy_content(self, full: str, size: int) -> None:
+        assert isinstance(self._sink, _TarSink)
         fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             self._sink.read_from(fd, size, full)

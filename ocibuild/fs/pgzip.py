@@ -63,50 +63,52 @@ def _probe_compressor() -> Any:
     return zc
 
 
-def _incompressible(segment: memoryview | bytes) -> bool:
-    """Whether a probe of the segment's first and last ``_SAMPLE`` bytes both barely shrink
-    (a compressible head answers after one probe: most segments of text cost one call)."""
+def _incompressible(segment: bytes) -> bool:
+    """Whether the segment's first and last ``_SAMPLE`` bytes both barely shrink (a
+    compressible head answers after one probe: most segments of text cost one call). A
+    sample of ASCII bytes only is compressible without a probe: seven bits a byte at most,
+    deflate's Huffman codes take that much off (random or compressed data is ASCII-only
+    with a chance of 2^-512)."""
     zc = _probe_compressor()
     frame = zc.FLUSH_FRAME
     n = len(segment)
     if n <= 2 * _SAMPLE:
-        return len(zc.compress(segment, frame)) > n * _STORED_RATIO
+        return not segment.isascii() and len(zc.compress(segment, frame)) > n * _STORED_RATIO
     limit = _SAMPLE * _STORED_RATIO
-    return (
-        len(zc.compress(segment[:_SAMPLE], frame)) > limit
-        and len(zc.compress(segment[-_SAMPLE:], frame)) > limit
-    )
+    head, tail = segment[:_SAMPLE], segment[-_SAMPLE:]
+    return (not head.isascii() and len(zc.compress(head, frame)) > limit
+            and not tail.isascii() and len(zc.compress(tail, frame)) > limit)
 
 
-def _incompressible_segments(view: memoryview) -> list[bool]:
-    """``_incompressible`` of each ``_SEGMENT`` of ``view``, as one loop: the same answers
-    without a function call and a thread-local lookup per segment (a block of random data
-    spends most of its time here)."""
-    n = len(view)
+def _incompressible_segments(block: bytes) -> tuple[list[bool], list[bool]]:
+    """``_incompressible`` of each ``_SEGMENT`` of ``block``, as one loop (the same answers
+    without a function call and a thread-local lookup per segment: a block of random data
+    spends most of its time here), and whether each whole segment's head is."""
+    n = len(block)
     whole = n - n % _SEGMENT
     zc = _probe_compressor()
     compress, frame = zc.compress, zc.FLUSH_FRAME
     limit = _SAMPLE * _STORED_RATIO
-    head, tail = _SAMPLE, _SEGMENT - _SAMPLE
-    flags = [
-        len(compress(view[i : i + head], frame)) > limit
-        and len(compress(view[i + tail : i + _SEGMENT], frame)) > limit
-        for i in range(0, whole, _SEGMENT)
-    ]
+    tail = _SEGMENT - _SAMPLE
+    heads = [not (h := block[i : i + _SAMPLE]).isascii() and len(compress(h, frame)) > limit
+             for i in range(0, whole, _SEGMENT)]
+    flags = [head and not (t := block[i + tail : i + _SEGMENT]).isascii()
+             and len(compress(t, frame)) > limit
+             for head, i in zip(heads, range(0, whole, _SEGMENT), strict=True)]
     if whole < n:
-        flags.append(_incompressible(view[whole:]))
-    return flags
+        flags.append(_incompressible(block[whole:]))
+    return flags, heads
 
 
-def _runs(view: memoryview) -> list[tuple[int, int, bool]]:
+def _runs(block: bytes) -> list[tuple[int, int, bool]]:
     """The block cut into runs ``(start, end, stored)``: segments that agree form a run
     (``_incompressible_segments``), then a stored run takes the incompressible ``_SAMPLE``
     pieces at the edge of each deflated run next to it (``_edge``). Random data rarely ends on
     a segment boundary (a compressed file in a tar ends anywhere); without this, the rest of
     its last segment would be deflated, the slowest thing deflate does, for nothing. A run
     with no stored neighbour costs no probe more."""
-    n = len(view)
-    flags = _incompressible_segments(view)
+    n = len(block)
+    flags, heads = _incompressible_segments(block)
     runs: list[list[Any]] = []
     for i, flag in enumerate(flags):
         if runs and runs[-1][2] == flag:
@@ -117,27 +119,30 @@ def _runs(view: memoryview) -> list[tuple[int, int, bool]]:
         if run[2]:
             continue
         start, end = run[0], run[1]
-        if k > 0:  # a stored run before: it takes pieces at our start
-            start += _SAMPLE * _edge(view, start, min(end - start, _SEGMENT) // _SAMPLE, 1)
+        if k > 0:  # a stored run before: it takes pieces at our start (a segment's head)
+            head = heads[start // _SEGMENT] if start // _SEGMENT < len(heads) else None
+            start += _SAMPLE * _edge(block, start, min(end - start, _SEGMENT) // _SAMPLE, 1,
+                                     head)
             runs[k - 1][1] = run[0] = start
         if k + 1 < len(runs):  # a stored run after: it takes pieces at our end
-            end -= _SAMPLE * _edge(view, end, min(end - start, _SEGMENT) // _SAMPLE, -1)
+            end -= _SAMPLE * _edge(block, end, min(end - start, _SEGMENT) // _SAMPLE, -1)
             runs[k + 1][0] = run[1] = end
     return [(start, end, stored) for start, end, stored in runs if end > start]
 
 
-def _edge(view: memoryview, at: int, pieces: int, step: int) -> int:
+def _edge(block: bytes, at: int, pieces: int, step: int, first: bool | None = None) -> int:
     """How many of the ``pieces`` ``_SAMPLE``-byte pieces from ``at`` (forwards for ``step``
     1, backwards for -1) a stored run ending (or starting) at ``at`` takes: none when the
     first is compressible, else the count is bisected as if the pieces changed once, from
     incompressible to compressible (what a random file ending inside a segment gives). Four
-    probes at most for a segment of eight pieces, one when the first piece compresses."""
+    probes at most for a segment of eight pieces, one when the first piece compresses;
+    ``first``: the first piece's answer, when a probe already gave it."""
 
     def incompressible(k: int) -> bool:  # the k-th piece from ``at``, counting from 1
         first = at + (k - 1) * _SAMPLE if step > 0 else at - k * _SAMPLE
-        return _incompressible(view[first : first + _SAMPLE])
+        return _incompressible(block[first : first + _SAMPLE])
 
-    if pieces == 0 or not incompressible(1):
+    if pieces == 0 or not (incompressible(1) if first is None else first):
         return 0
     low, high = 1, pieces  # piece ``low`` is incompressible; the answer is in [low, high]
     while low < high:
@@ -192,7 +197,7 @@ def _deflate_block(block: bytes, zdict: bytes, level: int) -> bytes:
     if _block_incompressible(view):
         _stored(view, out)
         return b"".join(out)
-    for start, end, stored in _runs(view):
+    for start, end, stored in _runs(block):
         run = view[start:end]
         if stored:
             _stored(run, out)

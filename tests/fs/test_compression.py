@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -199,11 +200,24 @@ def test_segments_are_probed_in_one_loop_as_one_by_one(pieces: list[tuple[bool, 
     and text runs of any length, and a short last segment)."""
     data = b"".join(os.urandom(n) if rnd else (b"line %d of text\n" % n) * (n // 14 + 1)
                     for rnd, n in pieces)
-    view = memoryview(data[: max(1, len(data) - cut)])
-    seg = gzip_blocks._SEGMENT
-    one_by_one = [gzip_blocks._incompressible(view[i : i + seg])
-                  for i in range(0, len(view), seg)]
-    assert gzip_blocks._incompressible_segments(view) == one_by_one
+    block = data[: max(1, len(data) - cut)]
+    seg, sample = gzip_blocks._SEGMENT, gzip_blocks._SAMPLE
+    one_by_one = [gzip_blocks._incompressible(block[i : i + seg])
+                  for i in range(0, len(block), seg)]
+    heads = [gzip_blocks._incompressible(block[i : i + sample])
+             for i in range(0, len(block) - len(block) % seg, seg)]
+    assert gzip_blocks._incompressible_segments(block) == (one_by_one, heads)
+
+
+def test_an_ascii_sample_is_compressible_without_a_probe() -> None:
+    """A sample of 7-bit bytes is deflated without a zstd probe; random bytes are stored."""
+    rng = random.Random(7)
+    ascii_noise = bytes(rng.randrange(0, 128) for _ in range(gzip_blocks._SAMPLE))
+    assert not gzip_blocks._incompressible(ascii_noise)
+    assert gzip_blocks._incompressible(os.urandom(gzip_blocks._SAMPLE))
+    # What deflate makes of such bytes over a run: an eighth off, worth deflating.
+    run = bytes(rng.randrange(0, 128) for _ in range(1 << 16))
+    assert len(zlib.compress(run, 6)) < len(run) * 0.9
 
 
 def _lines(n: int) -> bytes:
@@ -243,7 +257,7 @@ def test_a_stored_run_takes_the_random_pieces_at_its_edges() -> None:
     the random bytes of two segments to deflate), and the runs cover the block in order."""
     start, end = 5 * 1024, 47 * 512  # segments 1 and 5 are part text, part random
     data = _lines(start) + os.urandom(end - start) + _lines(8000)
-    runs = gzip_blocks._runs(memoryview(data))
+    runs = gzip_blocks._runs(data)
     assert [(a, b) for a, b, stored in runs if stored] == [(start, end)]
     assert runs[0][0] == 0 and runs[-1][1] == len(data)
     assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(runs, runs[1:], strict=False))
@@ -261,13 +275,12 @@ def test_runs_cover_the_block_and_only_widen_the_stored_segments(
     deflates back to itself."""
     data = b"".join(os.urandom(n) if rnd else _lines(n) for rnd, n in pieces)
     data = data[: max(1, len(data) - cut)]
-    view = memoryview(data)
-    runs = gzip_blocks._runs(view)
+    runs = gzip_blocks._runs(data)
     assert runs[0][0] == 0 and runs[-1][1] == len(data)
     assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(runs, runs[1:], strict=False))
     seg = gzip_blocks._SEGMENT
     stored = [(a, b) for a, b, is_stored in runs if is_stored]
-    for i, flag in enumerate(gzip_blocks._incompressible_segments(view)):
+    for i, flag in enumerate(gzip_blocks._incompressible_segments(data)[0]):
         if flag:
             assert any(a <= i * seg and min((i + 1) * seg, len(data)) <= b for a, b in stored)
     assert all(a % gzip_blocks._SAMPLE == 0 for a, _ in stored)
