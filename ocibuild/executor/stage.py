@@ -636,13 +636,13 @@ class StageRunner:
         ``feed``, written from the copy's reports as it runs (``Runtime.commit``; the
         descriptor is closed here)."""
         try:
-            return self._write_layer_fed(snap, want, feed)
+            return self._write_blob(snap, want, feed)
         finally:
             if feed is not None:
                 os.close(feed)
 
-    def _write_layer_fed(self, snap: Any, want: tuple[str, int | None] | None,
-                         feed: int | None) -> Any:
+    def _write_blob(self, snap: Any, want: tuple[str, int | None] | None,
+                    feed: int | None) -> Any:
         store = self.s.store
         tmp = store.tempdir("layer-")
         also = (tmp / "copy", *want) if want is not None and want[0] != "uncompressed" else None
