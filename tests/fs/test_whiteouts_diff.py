@@ -220,3 +220,38 @@ def test_ordered_changes_out_of_order_are_refused_and_leave_nothing(tmp_path: Pa
     sorted_blob = write_layer(shuffled, tmp_path / "sorted")
     ordered_blob = write_layer(reversed(shuffled), tmp_path / "ordered", ordered=True)
     assert sorted_blob.digest == ordered_blob.digest
+
+
+def test_layer_headers_are_the_headers_write_layer_writes(tmp_path: Path) -> None:
+    """``layer_headers`` (the fed commit's check) hashes exactly the headers ``write_layer``
+    logs, reading no data; a change of metadata, size or name changes it."""
+    import hashlib
+
+    from ocibuild.fs.layer import layer_headers
+
+    root, empty = tmp_path / "tree", tmp_path / "empty"
+    empty.mkdir()
+    make_file(root / "app" / "a", b"aaa")
+    make_file(root / "app" / "sub" / "b", b"b" * 700)
+    os.symlink("a", root / "app" / "l")
+    os.link(root / "app" / "a", root / "app" / "hard")
+    os.chmod(root / "app" / "a", 0o4755)
+
+    def headers() -> bytes:
+        return layer_headers(tree_changes(empty, root), None, 1_700_000_000)
+
+    log = hashlib.sha256()
+    write_layer(tree_changes(empty, root), tmp_path / "layer.tar", "none",
+                source_date_epoch=1_700_000_000, headers=log)
+    assert headers() == log.digest()
+    b = root / "app" / "sub" / "b"
+    os.utime(b, (1_800_000_000, 1_800_000_000))
+    before = headers()
+    os.utime(b, (1_900_000_000, 1_900_000_000))
+    assert headers() == before  # both clamped to the epoch: the same header
+    os.utime(b, (1_600_000_000, 1_600_000_000))
+    assert headers() != before  # the mtime is in the header
+    os.utime(b, (1_800_000_000, 1_800_000_000))
+    assert headers() == before
+    os.chmod(root / "app" / "a", 0o755)
+    assert headers() != before
