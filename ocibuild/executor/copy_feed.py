@@ -4,7 +4,7 @@ A COPY into an overlay snapshot leaves its layer in the upper dir; committed aft
 the layer's tar (and, for a push, its compression and upload) waits for the last file. With a
 feed, the commit runs beside the copy instead: the copier reports each entry once it is final
 (``FeedWriter``) and the commit turns the reports into the layer's changes as they come
-(``feed_changes``), in layer order. A directory is reported when it is created, before its
+(``Feed.changes``), in layer order. A directory is reported when it is created, before its
 entries, with the metadata the copier will give it at the end (its times change while it
 fills); any other entry once its data and metadata are set.
 

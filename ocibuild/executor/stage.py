@@ -230,8 +230,10 @@ class StageRunner:
         # background, overlapping the next steps and the export; ``close`` waits for it.
         self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-rm")
         self._removals: list[Future[None]] = []
-        # Diffs written in the background (``_Pending``): at most one per stage at a time.
-        self._committer = ThreadPoolExecutor(max_workers=max(1, len(plan.stages)),
+        # Diffs written in the background (``_Pending``): one per stage at a time, plus a fed
+        # copy's (``_fed_call``), which starts while the one before it may still be written:
+        # queued behind it, it would stall its copy once the feed's pipe is full.
+        self._committer = ThreadPoolExecutor(max_workers=2 * max(1, len(plan.stages)),
                                              thread_name_prefix="commit")
         self._to_adopt: list[tuple[Any, Digest]] = []  # settled snapshots, moved in by close
 
@@ -565,8 +567,8 @@ class StageRunner:
                   args: tuple[Any, ...], roots: dict[str, Sequence[Path]],
                   location: Location | None) -> None:
         """``_commit_call`` with the layer written beside the copy, from its feed: the
-        commit is queued first (after the stage's layer in flight, if any) and reads what the
-        copy reports until it ends."""
+        commit starts first (beside the stage's layer still in flight, if any) and reads what
+        the copy reports until it ends; the layer in flight is settled after the copy."""
         read_fd, write_fd = open_feed()
         try:
             future = self._committer.submit(self._write_layer, snap, self._want(), read_fd)
