@@ -112,7 +112,7 @@ class Feed:
         self._fd = fd
         self._buf = b""
         self._pos = 0
-        self.ended = False  # the copy's end was read
+        self._ended = False  # the copy's end was read
 
     def changes(self, root: Path) -> Iterator[Change]:
         """The changes reported, for ``write_layer(ordered=True)``: a directory with its
@@ -130,11 +130,11 @@ class Feed:
             pass
 
     def _record(self) -> tuple[bytes, str, os.stat_result | None] | None:
-        if self.ended:
+        if self._ended:
             return None
         kind = self._take(1)
         if kind == b"Z":
-            self.ended = True
+            self._ended = True
             return None
         if kind == b"X":
             return kind, "", None

@@ -595,8 +595,7 @@ class StageRunner:
         is written (None: the stage is not exported)."""
         if getattr(self._current, "index", None) not in self.exported:
             return None
-        want: tuple[str, int | None] | None = self.s.output_compression
-        return want
+        return self.s.output_compression
 
     def _lowers(self, tip: _Tip) -> tuple[Path, ...]:
         return self._dirs(tip.image, tip.pending.snap.upper if tip.pending else None)
