@@ -139,8 +139,8 @@ def _edge(block: bytes, at: int, pieces: int, step: int, first: bool | None = No
     ``first``: the first piece's answer, when a probe already gave it."""
 
     def incompressible(k: int) -> bool:  # the k-th piece from ``at``, counting from 1
-        first = at + (k - 1) * _SAMPLE if step > 0 else at - k * _SAMPLE
-        return _incompressible(block[first : first + _SAMPLE])
+        offset = at + (k - 1) * _SAMPLE if step > 0 else at - k * _SAMPLE
+        return _incompressible(block[offset : offset + _SAMPLE])
 
     if pieces == 0 or not (incompressible(1) if first is None else first):
         return 0

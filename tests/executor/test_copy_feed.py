@@ -7,7 +7,6 @@ import gzip
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -184,6 +183,6 @@ def test_a_copy_outlives_its_commit(overlay: tuple[Runtime, Path], context_dir: 
                                     tmp_path: Path) -> None:
     """No commit reads the feed (it failed early): the copy goes on and succeeds."""
     runtime, lower = overlay
-    step = replace(copy_step((".",), "/app/"))
-    _, walked = fed_copy(runtime, lower, context_dir, step, tmp_path, close_feed=True)
+    _, walked = fed_copy(runtime, lower, context_dir, copy_step((".",), "/app/"), tmp_path,
+                         close_feed=True)
     assert b"app/d11/inner/deep" in walked
