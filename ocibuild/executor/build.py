@@ -372,7 +372,8 @@ def _build_one(options: BuildOptions) -> BuildResult:
         streamed = uploads.settle() if uploads is not None else {}
         store.flush()  # every layer this build committed is in the store (or its error raised)
         written, metadata, manifest_digest = write_outputs(outputs, image, store, images,
-                                                           options, progress, streamed)
+                                                           options, progress, streamed,
+                                                           layer_dir=services.layer_dir)
         _record_roots(store, image, options)
         result = BuildResult(
             image=image,

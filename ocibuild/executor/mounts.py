@@ -138,7 +138,7 @@ class RunMounts:
 
                     image = (runner.result(source.index).image if isinstance(source, StageRef)
                              else self.images.image(source))
-                    _flatten(image, self.store, dest)
+                    _flatten(image, self.store, dest, layer_dir=runner.s.layer_dir)
 
                 return self._once(repr(source), flatten)
         raise AssertionError(source)

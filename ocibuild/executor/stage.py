@@ -161,6 +161,17 @@ class BuildServices:
 
         self.known_dir(chain, Path(self.store.snapshot(chain, fill)) / "fs")
 
+    def layer_dir(self, chain: Digest) -> Path | None:
+        """The unpacked dir of the layer chain ``chain`` if this build knows one (a committed
+        snapshot's upper dir, still where its snapshot left it) or the store keeps one; never
+        unpacks anything."""
+        with self._lock:
+            known = self._layer_dirs.get(str(chain))
+        if known is not None:
+            return known
+        path = Path(self.store.snapshot_path(chain)) / "fs"
+        return path if path.is_dir() else None
+
     def known_dir(self, chain: Digest, path: Path) -> None:
         """``path`` holds the unpacked layer ``chain`` for the rest of this build."""
         with self._lock:

@@ -12,7 +12,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -174,10 +174,13 @@ def build_ref() -> str:
 
 def write_outputs(outputs: Sequence[OutputSpec], image: Image, store: Any, images: Any,
                   options: Any, progress: Any, streamed: Mapping[Digest, int] | None = None,
+                  layer_dir: Callable[[Digest], Path | None] | None = None,
                   ) -> tuple[list[str], dict[str, Any], Digest]:
     """Write each output; returns what was written, buildx-style metadata and the digest of
     the (first image output's, else the OCI) manifest. ``streamed``: the blobs the build
     already uploaded to the first push's repository (``registry.streamed``), with their sizes.
+    ``layer_dir``: where the build keeps a layer's unpacked dir (``output.rootfs`` takes the
+    filesystem outputs' exact times from them).
 
     The metadata keys are buildx's: ``buildx.build.ref`` always; ``containerimage.digest``,
     ``containerimage.config.digest``, ``containerimage.descriptor`` and ``image.name`` of the
@@ -220,7 +223,7 @@ def write_outputs(outputs: Sequence[OutputSpec], image: Image, store: Any, image
                     from ocibuild.output.rootfs import write_rootfs
 
                     write_rootfs(img, store, out.dest or "", as_tar=out.type == "tar",
-                                 epoch=epoch)
+                                 epoch=epoch, layer_dir=layer_dir)
             written.append(what)
             if out.is_image and reported is None:
                 reported, names = d, reported_names(out)

@@ -14,25 +14,34 @@ same name; other entries stay).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ocibuild.digest import Digest
 from ocibuild.errors import OutputError
-from ocibuild.image import Image
+from ocibuild.image import Image, chain_ids
+
+#: Where the unpacked dir of a layer chain is, if anywhere (``BuildServices.layer_dir``).
+LayerDirs = Callable[[Digest], Path | None]
 
 
-def _flatten(image: Image, store: Any, dest: Path) -> Any:
+def _flatten(image: Image, store: Any, dest: Path, *, rounded: bool = False,
+             layer_dir: LayerDirs | None = None) -> Any:
     """Apply the layers into ``dest`` with the image's ids on disk when root (the executor's
     RUN --mount from a stage or image uses this); returns the ``OwnershipRecord``."""
-    return _unpack(image, store, dest, chown=os.geteuid() == 0)
+    return _unpack(image, store, dest, chown=os.geteuid() == 0, rounded=rounded,
+                   layer_dir=layer_dir)
 
 
-def _unpack(image: Image, store: Any, dest: Path, *, chown: bool) -> Any:
+def _unpack(image: Image, store: Any, dest: Path, *, chown: bool,
+            rounded: bool = False, layer_dir: LayerDirs | None = None) -> Any:
     from ocibuild.fs.ownership import OwnershipRecord
     from ocibuild.fs.unpack import unpack_layer
 
@@ -40,7 +49,77 @@ def _unpack(image: Image, store: Any, dest: Path, *, chown: bool) -> Any:
     for layer in image.layers:
         with store.open(layer.digest) as src:
             unpack_layer(src, dest, ownership=record, chown=chown)
+    _exact_times(image, layer_dir or _stored_dir(store), dest, rounded=rounded)
     return record
+
+
+def _stored_dir(store: Any) -> LayerDirs:
+    """The store's unpacked dir of a layer chain, if it keeps one."""
+    def find(chain: Digest) -> Path | None:
+        path = Path(store.snapshot_path(chain)) / "fs"
+        return path if path.is_dir() else None
+    return find
+
+
+_NS = 1_000_000_000
+
+
+def _exact_times(image: Image, layer_dir: LayerDirs, root: Path, *, rounded: bool) -> None:
+    """Give the entries of the flattened ``root`` the times of the snapshots they come from.
+
+    A layer's tar holds whole seconds (BuildKit's differ truncates them too), but BuildKit's
+    local and tar exporters read its snapshot: ``type=local`` keeps nanoseconds, ``type=tar``
+    rounds them to the nearest second (Go's tar writer with no format chosen). The store keeps
+    a layer this build or an earlier one committed from a kernel overlay snapshot as that
+    snapshot's upper dir, times and all (``executor.stage``, per chain id): an entry takes the
+    time of its copy in the top-most layer dir that has it, when that time is the tar's to the
+    second (and the type the same); ``layer_dir`` finds them (the build's, else the store's).
+    Layer dirs unpacked from a tar (pulled layers, the copy and fuse-overlayfs snapshotters)
+    hold the tar's times, so nothing changes for them. The search
+    stops at a layer whose dir is missing or unreadable: a layer below it might hold an entry
+    that one replaced. ``rounded``: whole seconds, rounded (``type=tar``)."""
+    dirs: list[str] = []
+    for chain in reversed(chain_ids(image.config.diff_ids)):
+        found = layer_dir(chain)
+        if found is None:
+            break
+        dirs.append(str(found))
+    if not dirs:
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for name in (*dirnames, *filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if st.st_mtime_ns % _NS:
+                continue  # not a tar's time
+            source = _top_copy(dirs, name if rel == "." else os.path.join(rel, name))
+            if source is None or stat.S_IFMT(source.st_mode) != stat.S_IFMT(st.st_mode) \
+                    or source.st_mtime_ns // _NS * _NS != st.st_mtime_ns:
+                continue
+            mtime = source.st_mtime_ns
+            if rounded:
+                # Go's time.Round(time.Second): halfway rounds up (to the later second).
+                mtime = (mtime // _NS + (mtime % _NS >= _NS // 2)) * _NS
+            if mtime != st.st_mtime_ns:
+                with contextlib.suppress(OSError):
+                    os.utime(path, ns=(st.st_atime_ns, mtime), follow_symlinks=False)
+
+
+def _top_copy(dirs: Sequence[str], rel: str) -> os.stat_result | None:
+    """The ``lstat`` of ``rel`` in the top-most of ``dirs`` that has it; None when none has it
+    or a dir cannot tell (an entry above may hide a lower one)."""
+    for layer in dirs:
+        try:
+            return os.lstat(os.path.join(layer, rel))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _stamp(root: Path, epoch: int | None) -> None:
@@ -72,7 +151,7 @@ def _merge(src: Path, dest: Path) -> None:
 
 
 def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool,
-                 epoch: int | None = None) -> None:
+                 epoch: int | None = None, layer_dir: LayerDirs | None = None) -> None:
     """Write the flattened filesystem of ``image`` to ``dest`` (a new directory, or a tar file;
     ``-`` is stdout for the tar). With ``SOURCE_DATE_EPOCH`` (``epoch``) every entry's mtime
     *is* the epoch, older ones included, as BuildKit's local and tar exporters set it
@@ -89,7 +168,7 @@ def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool,
                 # the directory as it was.
                 work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
                 try:
-                    _unpack(image, store, work, chown=False)
+                    _unpack(image, store, work, chown=False, layer_dir=layer_dir)
                     _stamp(work, epoch)
                     _merge(work, target)
                 finally:
@@ -98,17 +177,17 @@ def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool,
             if target.is_dir():
                 target.rmdir()  # an empty directory is fine to fill, like buildx
             with atomic_dir(target) as tmp:
-                _unpack(image, store, tmp, chown=False)
+                _unpack(image, store, tmp, chown=False, layer_dir=layer_dir)
                 _stamp(tmp, epoch)
             os.chmod(target, 0o700)  # buildx creates the destination 0700
         except OSError as exc:
             raise OutputError(f"write {dest}: {exc.strerror or exc}") from exc
         return
-    write_rootfs_tar([("", image)], store, dest, epoch=epoch)
+    write_rootfs_tar([("", image)], store, dest, epoch=epoch, layer_dir=layer_dir)
 
 
 def write_rootfs_tar(parts: Sequence[tuple[str, Image]], store: Any, dest: str, *,
-                     epoch: int | None = None) -> None:
+                     epoch: int | None = None, layer_dir: LayerDirs | None = None) -> None:
     """One tar of several filesystems: each image's below its directory name (``""``: at the
     top). A multi-platform ``type=tar`` names them ``linux_amd64`` etc., as BuildKit's tar
     exporter does: such a directory is 0755, root's, with mtime ``epoch`` (else 0)."""
@@ -128,7 +207,7 @@ def write_rootfs_tar(parts: Sequence[tuple[str, Image]], store: Any, dest: str, 
             sub = root / name if name else root
             if name:
                 sub.mkdir(0o755)
-            part = _flatten(image, store, sub)
+            part = _flatten(image, store, sub, rounded=True, layer_dir=layer_dir)
             _stamp(sub, epoch)
             for path, owner in part:
                 record.set(f"{name}/{path}" if name else path, owner)

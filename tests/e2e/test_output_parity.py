@@ -27,6 +27,7 @@ import os
 import stat
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -295,9 +296,16 @@ def test_filesystem_outputs_match_buildkit(epoch: int | None, context: Path, e2e
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """``type=local`` and ``type=tar`` of the same build by the reference BuildKit (the docker
     driver runs both): same entries, types, modes, sizes and owners; with SOURCE_DATE_EPOCH
-    the same mtimes too (every entry gets the epoch), else mtimes differ (other build times)."""
+    the same mtimes too (every entry gets the epoch), else the same mtimes for what the builds
+    did not make (the base's files, and ``a.txt`` with the context's nanoseconds: kept in the
+    directory, rounded in the tar)."""
     docker = reference_docker()
-    args = ["--build-arg", f"SOURCE_DATE_EPOCH={epoch}"] if epoch is not None else []
+    started = time.time_ns()
+    sub = 1_704_067_200 * 10**9 + 700_000_000
+    os.utime(context / "a.txt", ns=(sub, sub))
+    # Not cached: what the builds make is newer than ``started`` on both sides.
+    args = ["--no-cache", *(["--build-arg", f"SOURCE_DATE_EPOCH={epoch}"] if epoch is not None
+                            else [])]
     theirs, ours = tmp_path / "theirs", tmp_path / "ours"  # created by the local outputs
     for kind in ("local", "tar"):
         dest = theirs / ("fs.tar" if kind == "tar" else "rootfs")
@@ -309,13 +317,22 @@ def test_filesystem_outputs_match_buildkit(epoch: int | None, context: Path, e2e
                    "--output", f"type=tar,dest={ours / 'fs.tar'}"], context, e2e_store,
                   monkeypatch) == 0
     times = epoch is not None
-    assert _tree(ours / "rootfs", times) == _tree(theirs / "rootfs", times)
+    before = None if times else started
+    tree = _tree(ours / "rootfs", times, before)
+    assert tree == _tree(theirs / "rootfs", times, before)
     assert stat.S_IMODE(os.stat(ours / "rootfs").st_mode) == \
         stat.S_IMODE(os.stat(theirs / "rootfs").st_mode)
-    assert _tar_listing(ours / "fs.tar", times) == _tar_listing(theirs / "fs.tar", times)
+    listing = _tar_listing(ours / "fs.tar", times, before)
+    assert listing == _tar_listing(theirs / "fs.tar", times, before)
+    if not times:
+        assert tree["app/a.txt"][-1] == sub
+        assert listing["app/a.txt"][-1] == 1_704_067_201
 
 
-def _tree(root: Path, times: bool = False) -> dict[str, tuple[object, ...]]:
+def _tree(root: Path, times: bool = False,
+          before: int | None = None) -> dict[str, tuple[object, ...]]:
+    """Each entry's mode, owner, size, link and mtime (ns): every mtime with ``times``, else
+    those before ``before`` (ns), else none."""
     out: dict[str, tuple[object, ...]] = {}
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
@@ -323,15 +340,23 @@ def _tree(root: Path, times: bool = False) -> dict[str, tuple[object, ...]]:
             st = os.lstat(path)
             link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
             size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            kept = times or (before is not None and st.st_mtime_ns < before)
             out[os.path.relpath(path, root)] = (stat.filemode(st.st_mode), st.st_uid, st.st_gid,
-                                                size, link, st.st_mtime_ns if times else 0)
+                                                size, link, st.st_mtime_ns if kept else 0)
     return out
 
 
-def _tar_listing(path: Path, times: bool = False) -> dict[str, tuple[object, ...]]:
+def _tar_listing(path: Path, times: bool = False,
+                 before: int | None = None) -> dict[str, tuple[object, ...]]:
+    """As ``_tree`` (``before`` in ns; a tar's mtimes are seconds, maybe rounded up, so a
+    second earlier)."""
+    def mtime(m: tarfile.TarInfo) -> int:
+        kept = times or (before is not None and (m.mtime + 1) * 10**9 < before)
+        return int(m.mtime) if kept else 0
+
     with tarfile.open(path) as tar:
         return {m.name.rstrip("/"): (m.type, m.mode, m.uid, m.gid, m.size, m.linkname,
-                                     m.uname, m.gname, m.mtime if times else 0)
+                                     m.uname, m.gname, mtime(m))
                 for m in tar.getmembers()}
 
 

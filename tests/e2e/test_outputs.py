@@ -124,6 +124,67 @@ def test_local_and_tar_filesystem_outputs(built) -> None:  # type: ignore[no-unt
         assert tar.getmember("bin/busybox").mode & 0o777 == 0o755
 
 
+#: Context entries with sub-second mtimes (ns past 2024-01-01T00:00:00Z) and where the
+#: Dockerfile below puts them.
+_SUBSECOND = {"a": 700_000_000, "b": 200_000_000, "l": 600_000_000, "d": 3_500_000_000,
+              "d/x": 2_550_000_000}
+_PLACED = {"c/a": "a", "c/b": "b", "c/l": "l", "c/d": "d", "c/d/x": "d/x", "e": "d", "e/x": "d/x"}
+_T0 = 1_704_067_200 * 10**9
+
+
+def _subsecond_context(root: Path) -> Path:
+    ctx = root / "ctx"
+    (ctx / "d").mkdir(parents=True)
+    (ctx / "a").write_text("a\n")
+    (ctx / "b").write_text("b\n")
+    (ctx / "d" / "x").write_text("x\n")
+    os.symlink("a", ctx / "l")
+    for name in ("a", "b", "l", "d/x", "d"):  # the directory last: its children change it
+        t = _T0 + _SUBSECOND[name]
+        os.utime(ctx / name, ns=(t, t), follow_symlinks=False)
+    return ctx
+
+
+@pytest.mark.rootless
+@pytest.mark.parametrize("cached", [False, True], ids=["fresh", "cached"])
+def test_filesystem_outputs_keep_the_snapshots_times(  # type: ignore[no-untyped-def]
+        e2e_registry, e2e_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        cached: bool) -> None:
+    """As BuildKit's exporters read the snapshot, not the layer tar (whole seconds):
+    ``type=local`` keeps nanoseconds, ``type=tar`` rounds to the nearest second, halfway up
+    (Go's tar writer); a ``RUN --mount`` of a stage sees nanoseconds. Both from the layers
+    this build committed and, built again, from the store's copies of them."""
+    ctx = _subsecond_context(tmp_path)
+    df = _dockerfile(tmp_path, e2e_registry.host, f"""\
+FROM scratch AS files
+COPY . /c/
+COPY d /e
+FROM {PLACEHOLDER}/busybox:latest
+RUN --mount=from=files,target=/m cd /m && stat -c '%n %y' c/a c/d c/d/x e/x > /seen
+""")
+    for attempt in range(2 if cached else 1):
+        out = tmp_path / f"out{attempt}"
+        code = _build(["-f", str(df), "--progress", "plain",
+                       *(["--no-cache"] if attempt == 0 else []),
+                       "--target", "files",
+                       "--output", f"type=local,dest={out / 'rootfs'}",
+                       "--output", f"type=tar,dest={out / 'rootfs.tar'}",
+                       str(ctx)], e2e_store, monkeypatch)
+        assert code == 0
+    with tarfile.open(out / "rootfs.tar") as tar:
+        in_tar = {m.name.rstrip("/"): m.mtime for m in tar.getmembers()}
+    for placed, name in _PLACED.items():
+        exact = _T0 + _SUBSECOND[name]
+        assert os.lstat(out / "rootfs" / placed).st_mtime_ns == exact, placed
+        assert in_tar[placed] == (exact + 500_000_000) // 10**9, placed
+    seen = tmp_path / "seen"
+    assert _build(["-f", str(df), "--progress", "plain", *([] if cached else ["--no-cache"]),
+                   "--output", f"type=local,dest={seen}", str(ctx)], e2e_store, monkeypatch) == 0
+    assert (seen / "seen").read_text().splitlines() == [
+        "c/a 2024-01-01 00:00:00.700000000 +0000", "c/d 2024-01-01 00:00:03.500000000 +0000",
+        "c/d/x 2024-01-01 00:00:02.550000000 +0000", "e/x 2024-01-01 00:00:02.550000000 +0000"]
+
+
 def test_docker_media_types_and_zstd(e2e_registry, e2e_store: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     df = _dockerfile(tmp_path, e2e_registry.host)

@@ -38,12 +38,12 @@ def flattens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = output_rootfs._flatten
     lock = threading.Lock()
 
-    def spy(image, store, dest):  # type: ignore[no-untyped-def]
+    def spy(image, store, dest, **kwargs):  # type: ignore[no-untyped-def]
         if "ocibuild-mounts-" in str(dest):  # not the local output's own flattening
             with lock:
                 calls.append(str(dest))
             time.sleep(0.3)
-        return real(image, store, dest)
+        return real(image, store, dest, **kwargs)
 
     monkeypatch.setattr(output_rootfs, "_flatten", spy)
     return calls
