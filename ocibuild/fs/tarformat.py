@@ -42,6 +42,8 @@ class TarEntry:
 
     ``mode`` holds permission bits plus setuid/setgid/sticky (no file-type bits). ``xattrs``
     are sorted ``(name, raw value)`` pairs, written as ``SCHILY.xattr.<name>`` PAX records.
+    ``mtime_nsec``: the nanoseconds past ``mtime`` a PAX ``mtime`` record gave (the reader
+    sets it, the writer writes whole seconds).
     """
 
     name: str
@@ -55,6 +57,7 @@ class TarEntry:
     devmajor: int = 0
     devminor: int = 0
     xattrs: tuple[tuple[str, bytes], ...] = field(default=())
+    mtime_nsec: int = 0
 
 
 _NAME, _PREFIX = 100, 155

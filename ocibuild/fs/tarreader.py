@@ -219,8 +219,9 @@ class TarReader:
             raise ContentError(f"negative size in tar header at offset {at}")
         uid = _pax_int(pax["uid"], "uid", at) if "uid" in pax else _number(block[108:116], "uid", at)
         gid = _pax_int(pax["gid"], "gid", at) if "gid" in pax else _number(block[116:124], "gid", at)
+        mtime_nsec = 0
         if "mtime" in pax:
-            mtime = _pax_mtime(pax["mtime"], at)
+            mtime, mtime_nsec = _pax_mtime(pax["mtime"], at)
         else:
             mtime = _number(block[136:148], "mtime", at)
         xattrs = tuple(
@@ -240,6 +241,7 @@ class TarReader:
             gid=gid,
             size=size if kind is EntryKind.FILE else 0,
             mtime=mtime,
+            mtime_nsec=mtime_nsec,
             linkname=os.fsdecode(link),
             devmajor=_number(block[329:337], "devmajor", at) if kind in _DEVS else 0,
             devminor=_number(block[337:345], "devminor", at) if kind in _DEVS else 0,
@@ -354,9 +356,19 @@ def _pax_int(value: bytes, what: str, at: int) -> int:
         raise ContentError(f"invalid PAX {what} {value!r} in tar at offset {at}") from None
 
 
-def _pax_mtime(value: bytes, at: int) -> int:
-    whole = value.split(b".", 1)[0]
+def _pax_mtime(value: bytes, at: int) -> tuple[int, int]:
+    """A PAX ``mtime`` record as ``(seconds, nanoseconds past them)``: Go's ``parsePAXTime``
+    (digits past the ninth dropped; ``-1.5`` is 1.5 s before the epoch)."""
+    whole, _, frac = value.partition(b".")
     try:
-        return int(whole) if whole not in (b"", b"-") else 0
+        seconds = int(whole) if whole not in (b"", b"-") else 0
     except ValueError:
         raise ContentError(f"invalid PAX mtime {value!r} in tar at offset {at}") from None
+    if not frac.isdigit():
+        if frac:
+            raise ContentError(f"invalid PAX mtime {value!r} in tar at offset {at}")
+        return seconds, 0
+    nsec = int(frac[:9].ljust(9, b"0"))
+    if whole.startswith(b"-") and nsec:
+        return seconds - 1, 1_000_000_000 - nsec
+    return seconds, nsec

@@ -51,14 +51,14 @@ from ocibuild.fs.tarreader import TarReader
 
 WHITEOUT_FORMATS = ("apply", "overlay", "userxattr")
 _NO_PERMISSION = (errno.EPERM, errno.EINVAL, errno.EACCES)
-#: The latest time Go's time.Unix(0, MaxInt64) holds (2262-04-11), in seconds.
-_MAX_MTIME = (1 << 63) // 1_000_000_000
 
 
-def _bound(mtime: int) -> int:
-    """An archive's mtime as go-archive sets it (``boundTime``): before the epoch or after
-    2262, the epoch."""
-    return mtime if 0 <= mtime <= _MAX_MTIME else 0
+def _bound(mtime: int, nsec: int = 0) -> int:
+    """An archive's mtime (seconds and nanoseconds past them) as go-archive sets it
+    (``boundTime``), in nanoseconds: before the epoch or after Go's latest time,
+    ``time.Unix(0, MaxInt64)`` (2262-04-11), the epoch."""
+    ns = mtime * 1_000_000_000 + nsec
+    return ns if 0 <= ns < 1 << 63 else 0
 
 
 @dataclass(frozen=True)
@@ -314,9 +314,9 @@ class _Unpacker:
         if failed_xattrs and self.ownership is None:
             self.skipped_xattrs.extend(f"{rel}: {name}" for name, _ in failed_xattrs)
         if entry.kind is EntryKind.DIR:
-            self.dir_times.append((target, _bound(entry.mtime)))
+            self.dir_times.append((target, _bound(entry.mtime, entry.mtime_nsec)))
         else:
-            ns = _bound(entry.mtime) * 1_000_000_000
+            ns = _bound(entry.mtime, entry.mtime_nsec)
             os.utime(target, ns=(ns, ns), follow_symlinks=False)
 
     # -- whiteouts -----------------------------------------------------------------------------
@@ -370,7 +370,6 @@ class _Unpacker:
             self._forget(child.path)
 
     def finish(self) -> None:
-        for path, mtime in reversed(self.dir_times):
-            ns = mtime * 1_000_000_000
+        for path, ns in reversed(self.dir_times):
             with contextlib.suppress(FileNotFoundError):
                 os.utime(path, ns=(ns, ns), follow_symlinks=False)

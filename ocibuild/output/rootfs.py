@@ -69,22 +69,26 @@ def _exact_times(image: Image, layer_dir: LayerDirs, root: Path, *, rounded: boo
 
     A layer's tar holds whole seconds (BuildKit's differ truncates them too), but BuildKit's
     local and tar exporters read its snapshot: ``type=local`` keeps nanoseconds, ``type=tar``
-    rounds them to the nearest second (Go's tar writer with no format chosen). The store keeps
-    a layer this build or an earlier one committed from a kernel overlay snapshot as that
-    snapshot's upper dir, times and all (``executor.stage``, per chain id): an entry takes the
-    time of its copy in the top-most layer dir that has it, when that time is the tar's to the
-    second (and the type the same); ``layer_dir`` finds them (the build's, else the store's).
-    Layer dirs unpacked from a tar (pulled layers, the copy and fuse-overlayfs snapshotters)
-    hold the tar's times, so nothing changes for them. The search
-    stops at a layer whose dir is missing or unreadable: a layer below it might hold an entry
-    that one replaced. ``rounded``: whole seconds, rounded (``type=tar``)."""
+    rounds them to the nearest second (Go's tar writer with no format chosen).
+
+    The store keeps a layer this build or an earlier one committed from a kernel overlay
+    snapshot as that snapshot's upper dir, times and all (``executor.stage``, per chain id);
+    ``layer_dir`` finds those dirs (the build's, else the store's). An entry with a whole
+    second takes the time of its copy in the top-most layer dir that has it, when that time is
+    the same to the second and the type the same. The search stops at a layer whose dir is
+    missing or unreadable: a layer below it might hold an entry that one replaced. Dirs
+    unpacked from a tar (pulled layers, the copy and fuse-overlayfs snapshotters) hold what
+    unpacking set, so nothing changes for them.
+
+    ``rounded``: then every time is rounded to whole seconds (``type=tar``), also those
+    unpacking set to the nanosecond (an archive's or a pulled layer's PAX ``mtime``)."""
     dirs: list[str] = []
     for chain in reversed(chain_ids(image.config.diff_ids)):
         found = layer_dir(chain)
         if found is None:
             break
         dirs.append(str(found))
-    if not dirs:
+    if not dirs and not rounded:
         return
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
@@ -94,13 +98,12 @@ def _exact_times(image: Image, layer_dir: LayerDirs, root: Path, *, rounded: boo
                 st = os.lstat(path)
             except OSError:
                 continue
-            if st.st_mtime_ns % _NS:
-                continue  # not a tar's time
-            source = _top_copy(dirs, name if rel == "." else os.path.join(rel, name))
-            if source is None or stat.S_IFMT(source.st_mode) != stat.S_IFMT(st.st_mode) \
-                    or source.st_mtime_ns // _NS * _NS != st.st_mtime_ns:
-                continue
-            mtime = source.st_mtime_ns
+            mtime = st.st_mtime_ns
+            if dirs and not mtime % _NS:  # whole seconds: maybe a layer tar's truncation
+                source = _top_copy(dirs, name if rel == "." else os.path.join(rel, name))
+                if source is not None and stat.S_IFMT(source.st_mode) == stat.S_IFMT(st.st_mode) \
+                        and source.st_mtime_ns // _NS * _NS == mtime:
+                    mtime = source.st_mtime_ns
             if rounded:
                 # Go's time.Round(time.Second): halfway rounds up (to the later second).
                 mtime = (mtime // _NS + (mtime % _NS >= _NS // 2)) * _NS

@@ -130,6 +130,8 @@ _SUBSECOND = {"a": 700_000_000, "b": 200_000_000, "l": 600_000_000, "d": 3_500_0
               "d/x": 2_550_000_000}
 _PLACED = {"c/a": "a", "c/b": "b", "c/l": "l", "c/d": "d", "c/d/x": "d/x", "e": "d", "e/x": "d/x"}
 _T0 = 1_704_067_200 * 10**9
+#: Entries of an archive ADD unpacks, with their PAX mtimes (seconds, nanoseconds).
+_ARCHIVED = {"ind": (1_600_000_003, 500_000_000), "ind/in": (1_600_000_000, 700_000_000)}
 
 
 def _subsecond_context(root: Path) -> Path:
@@ -142,6 +144,16 @@ def _subsecond_context(root: Path) -> Path:
     for name in ("a", "b", "l", "d/x", "d"):  # the directory last: its children change it
         t = _T0 + _SUBSECOND[name]
         os.utime(ctx / name, ns=(t, t), follow_symlinks=False)
+    with tarfile.open(ctx / "arch.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, (seconds, nsec) in _ARCHIVED.items():
+            info = tarfile.TarInfo(name)
+            info.pax_headers = {"mtime": f"{seconds}.{nsec:09d}"}
+            if name == "ind":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = 2
+                tar.addfile(info, io.BytesIO(b"x\n"))
     return ctx
 
 
@@ -153,12 +165,14 @@ def test_filesystem_outputs_keep_the_snapshots_times(  # type: ignore[no-untyped
     """As BuildKit's exporters read the snapshot, not the layer tar (whole seconds):
     ``type=local`` keeps nanoseconds, ``type=tar`` rounds to the nearest second, halfway up
     (Go's tar writer); a ``RUN --mount`` of a stage sees nanoseconds. Both from the layers
-    this build committed and, built again, from the store's copies of them."""
+    this build committed and, built again, from the store's copies of them. The times are the
+    context's, and those of an archive's PAX records for what ADD unpacked from it."""
     ctx = _subsecond_context(tmp_path)
     df = _dockerfile(tmp_path, e2e_registry.host, f"""\
 FROM scratch AS files
 COPY . /c/
 COPY d /e
+ADD arch.tar /u/
 FROM {PLACEHOLDER}/busybox:latest
 RUN --mount=from=files,target=/m cd /m && stat -c '%n %y' c/a c/d c/d/x e/x > /seen
 """)
@@ -173,8 +187,9 @@ RUN --mount=from=files,target=/m cd /m && stat -c '%n %y' c/a c/d c/d/x e/x > /s
         assert code == 0
     with tarfile.open(out / "rootfs.tar") as tar:
         in_tar = {m.name.rstrip("/"): m.mtime for m in tar.getmembers()}
-    for placed, name in _PLACED.items():
-        exact = _T0 + _SUBSECOND[name]
+    expected = {**{placed: _T0 + _SUBSECOND[name] for placed, name in _PLACED.items()},
+                **{f"u/{name}": sec * 10**9 + nsec for name, (sec, nsec) in _ARCHIVED.items()}}
+    for placed, exact in expected.items():
         assert os.lstat(out / "rootfs" / placed).st_mtime_ns == exact, placed
         assert in_tar[placed] == (exact + 500_000_000) // 10**9, placed
     seen = tmp_path / "seen"
