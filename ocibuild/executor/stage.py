@@ -167,10 +167,7 @@ class BuildServices:
         unpacks anything."""
         with self._lock:
             known = self._layer_dirs.get(str(chain))
-        if known is not None:
-            return known
-        path = Path(self.store.snapshot_path(chain)) / "fs"
-        return path if path.is_dir() else None
+        return known if known is not None else self.store.unpacked_layer(chain)
 
     def known_dir(self, chain: Digest, path: Path) -> None:
         """``path`` holds the unpacked layer ``chain`` for the rest of this build."""

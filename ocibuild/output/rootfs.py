@@ -49,16 +49,8 @@ def _unpack(image: Image, store: Any, dest: Path, *, chown: bool,
     for layer in image.layers:
         with store.open(layer.digest) as src:
             unpack_layer(src, dest, ownership=record, chown=chown)
-    _exact_times(image, layer_dir or _stored_dir(store), dest, rounded=rounded)
+    _exact_times(image, layer_dir or store.unpacked_layer, dest, rounded=rounded)
     return record
-
-
-def _stored_dir(store: Any) -> LayerDirs:
-    """The store's unpacked dir of a layer chain, if it keeps one."""
-    def find(chain: Digest) -> Path | None:
-        path = Path(store.snapshot_path(chain)) / "fs"
-        return path if path.is_dir() else None
-    return find
 
 
 _NS = 1_000_000_000

@@ -307,6 +307,12 @@ class BlobStore:
         """Where the snapshot of ``chain_id`` lives (it may not exist)."""
         return areas.snapshot_path(self, chain_id)
 
+    def unpacked_layer(self, chain_id: Digest) -> Path | None:
+        """The files of the snapshot of ``chain_id`` (its ``fs`` dir, as the executor fills
+        it), if the store keeps one (a query only)."""
+        path = areas.snapshot_path(self, chain_id) / "fs"
+        return path if path.is_dir() else None
+
     def cache_dir(self, cache_id: str) -> Path:
         """The persistent directory for ``RUN --mount=type=cache,id=cache_id`` (created)."""
         return areas.cache_dir(self, cache_id)
