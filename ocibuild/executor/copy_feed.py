@@ -22,13 +22,13 @@ copy ended and changed nothing more). Paths are relative to the snapshot's root.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from ocibuild.fs.forked import open_pipe
 from ocibuild.fs.layer import Change, ChangeKind
 
 _DIR = struct.Struct("<IIIqI")
@@ -47,12 +47,7 @@ class Unpromised(Exception):
 
 def open_feed() -> tuple[int, int]:
     """A pipe for one COPY's feed: ``(read end, write end)``, both close-on-exec."""
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-    except OSError:
-        pass  # a lower limit (pipe-max-size): the copier waits a little more
-    return read_fd, write_fd
+    return open_pipe(_PIPE_SIZE)
 
 
 class FeedWriter:

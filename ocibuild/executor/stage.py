@@ -150,7 +150,7 @@ class BuildServices:
         from it: it holds exactly that diff, in the store's overlay whiteout format, so the
         next step need not unpack the layer and the snapshot's removal has little left to do.
         Other snapshot kinds (copy, fuse-overlayfs) are left alone."""
-        if getattr(snap, "kind", None) != "overlay" or not os.path.isdir(snap.upper):
+        if not _upper_holds_diff(snap):
             return
         from ocibuild.fs.ownership import RECORD_NAME
 
@@ -187,6 +187,12 @@ class BuildServices:
                     self._layer_dirs[key] = known
             dirs.append(known)
         return tuple(reversed(dirs))
+
+
+def _upper_holds_diff(snap: Any) -> bool:
+    """Whether ``snap`` is a kernel overlay snapshot, whose upper dir holds its diff alone (a
+    fuse-overlayfs one rewrites it when committed, a copy snapshot has none)."""
+    return getattr(snap, "kind", None) == "overlay" and os.path.isdir(snap.upper)
 
 
 def exported_stages(plan: BuildPlan) -> frozenset[int]:
@@ -560,8 +566,7 @@ class StageRunner:
         runs, instead of after it."""
         runtime = self.s.runtime
         snap = runtime.new_snapshot(self._lowers(tip))
-        if (feed and getattr(snap, "kind", None) == "overlay" and os.path.isdir(snap.upper)
-                and runtime.isolation.owns_files):
+        if feed and _upper_holds_diff(snap) and runtime.isolation.owns_files:
             self._fed_call(tip, snap, created_by, fn, args, dict(roots or {}), location)
             return
         try:
@@ -621,7 +626,7 @@ class StageRunner:
         other's now: fuse-overlayfs rewrites its upper dir when committing it, and a copy
         snapshot has no dir that holds the diff alone."""
         want = self._want()
-        if getattr(snap, "kind", None) == "overlay" and os.path.isdir(snap.upper):
+        if _upper_holds_diff(snap):
             try:
                 self._settle(tip)  # one layer in flight per stage
             except BaseException:

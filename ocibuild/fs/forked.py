@@ -29,7 +29,15 @@ from ocibuild.digest import Digest, DigestingWriter
 from ocibuild.fs.compression import open_compressor
 
 _PIPE_SIZE = 1 << 20  # the tar sink's batch: one write fills the pipe, one read empties it
-_F_SETPIPE_SZ = 1031
+
+
+def open_pipe(size: int) -> tuple[int, int]:
+    """A close-on-exec pipe ``(read end, write end)`` holding ``size`` bytes where the kernel
+    allows it (``pipe-max-size``, 1 MiB unprivileged); a smaller one only costs more switches."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, size)
+    return read_fd, write_fd
 
 
 class Copy(Protocol):
@@ -94,10 +102,8 @@ class ForkedCompressor:
     """
 
     def __init__(self, fd: int, compression: str, level: int | None, threads: int | None):
-        data_r, data_w = os.pipe2(os.O_CLOEXEC)
+        data_r, data_w = open_pipe(_PIPE_SIZE)
         answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # a smaller pipe only costs more switches
-            fcntl.fcntl(data_w, _F_SETPIPE_SZ, _PIPE_SIZE)
         try:
             pid = os.fork()
         except OSError:

@@ -33,15 +33,17 @@ LayerDirs = Callable[[Digest], Path | None]
 
 
 def _flatten(image: Image, store: Any, dest: Path, *, rounded: bool = False,
-             layer_dir: LayerDirs | None = None) -> Any:
+             layer_dir: LayerDirs | None = None, epoch: int | None = None) -> Any:
     """Apply the layers into ``dest`` with the image's ids on disk when root (the executor's
     RUN --mount from a stage or image uses this); returns the ``OwnershipRecord``."""
     return _unpack(image, store, dest, chown=os.geteuid() == 0, rounded=rounded,
-                   layer_dir=layer_dir)
+                   layer_dir=layer_dir, epoch=epoch)
 
 
-def _unpack(image: Image, store: Any, dest: Path, *, chown: bool,
-            rounded: bool = False, layer_dir: LayerDirs | None = None) -> Any:
+def _unpack(image: Image, store: Any, dest: Path, *, chown: bool, rounded: bool = False,
+            layer_dir: LayerDirs | None = None, epoch: int | None = None) -> Any:
+    """Apply the layers into ``dest``; every entry's mtime then ``epoch`` when given
+    (``_stamp``), else its snapshot's (``_exact_times``)."""
     from ocibuild.fs.ownership import OwnershipRecord
     from ocibuild.fs.unpack import unpack_layer
 
@@ -49,7 +51,10 @@ def _unpack(image: Image, store: Any, dest: Path, *, chown: bool,
     for layer in image.layers:
         with store.open(layer.digest) as src:
             unpack_layer(src, dest, ownership=record, chown=chown)
-    _exact_times(image, layer_dir or store.unpacked_layer, dest, rounded=rounded)
+    if epoch is not None:
+        _stamp(dest, epoch)
+    else:
+        _exact_times(image, layer_dir or store.unpacked_layer, dest, rounded=rounded)
     return record
 
 
@@ -117,11 +122,9 @@ def _top_copy(dirs: Sequence[str], rel: str) -> os.stat_result | None:
     return None
 
 
-def _stamp(root: Path, epoch: int | None) -> None:
+def _stamp(root: Path, epoch: int) -> None:
     """Set the mtime (and atime) of everything below ``root`` to ``epoch``, symlinks
     themselves included; children first, so a directory's time is not changed afterwards."""
-    if epoch is None:
-        return
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in (*filenames, *dirnames):
             os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
@@ -163,8 +166,7 @@ def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool,
                 # the directory as it was.
                 work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
                 try:
-                    _unpack(image, store, work, chown=False, layer_dir=layer_dir)
-                    _stamp(work, epoch)
+                    _unpack(image, store, work, chown=False, layer_dir=layer_dir, epoch=epoch)
                     _merge(work, target)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
@@ -172,8 +174,7 @@ def write_rootfs(image: Image, store: Any, dest: str, *, as_tar: bool,
             if target.is_dir():
                 target.rmdir()  # an empty directory is fine to fill, like buildx
             with atomic_dir(target) as tmp:
-                _unpack(image, store, tmp, chown=False, layer_dir=layer_dir)
-                _stamp(tmp, epoch)
+                _unpack(image, store, tmp, chown=False, layer_dir=layer_dir, epoch=epoch)
             os.chmod(target, 0o700)  # buildx creates the destination 0700
         except OSError as exc:
             raise OutputError(f"write {dest}: {exc.strerror or exc}") from exc
@@ -202,8 +203,7 @@ def write_rootfs_tar(parts: Sequence[tuple[str, Image]], store: Any, dest: str, 
             sub = root / name if name else root
             if name:
                 sub.mkdir(0o755)
-            part = _flatten(image, store, sub, rounded=True, layer_dir=layer_dir)
-            _stamp(sub, epoch)
+            part = _flatten(image, store, sub, rounded=True, layer_dir=layer_dir, epoch=epoch)
             for path, owner in part:
                 record.set(f"{name}/{path}" if name else path, owner)
             if name:
