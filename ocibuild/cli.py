@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import ctypes
 import os
 import sys
 import threading
@@ -112,6 +113,7 @@ def _verb_parser(verb: str) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_allocator()
     args_list = list(sys.argv[1:] if argv is None else argv)
     verb = args_list[0] if args_list and args_list[0] in VERBS else "build"
     if args_list and args_list[0] in VERBS:
@@ -130,6 +132,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: A freed block at the top of a heap is returned to the kernel only above this size, and a
+#: request is served by its own mmap only from this size: both above the few MiB of buffers
+#: a layer's writing and upload keep in use at once.
+TRIM_THRESHOLD, MMAP_THRESHOLD = 16 << 20, 4 << 20
+
+
+def tune_allocator() -> None:
+    """Keep the C allocator from giving the build's 1 MiB buffers back to the kernel between
+    uses (glibc only; elsewhere nothing changes).
+
+    Writing, compressing and uploading a layer allocates and frees 1 MiB blocks thousands of
+    times (tar batches, compressed blocks, HTTP chunks), a few at once. With glibc's defaults
+    each freed run at the top of a thread's heap above 2 MiB is trimmed (``MADV_DONTNEED``)
+    and the next allocation faults its pages back in, zeroed: about 3 us per 4 KiB page here.
+    For the 60 MB the benchmark's multistage case pushes that was 17,000 faults (of 33,000
+    the push added), ~0.05 s of CPU. The
+    memory kept is bounded by ``TRIM_THRESHOLD`` per heap, and only the process's own tools
+    set it: the library (``api``) leaves the allocator as its caller has it."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def exit_process(code: int) -> NoReturn:
