@@ -244,8 +244,7 @@ def _wait_for(pid: int) -> int:
 
 def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolation, out_fd: int,
                    uid: int, gid: int, groups: Sequence[int]) -> None:
-    """Become the command: never returns (exit code 127/126 for exec failures, like a shell)."""
-    code = 126
+    """Become the command: never returns (exit code 1 when it cannot start, as under runc)."""
     try:
         # stdin: an empty pipe, as BuildKit gives a RUN (``[ -p /dev/stdin ]`` holds, EOF).
         stdin, writer = os.pipe()
@@ -291,18 +290,62 @@ def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolatio
         # Die with stage 1 (the credential change cleared what the fork inherited); stage 1
         # also kills us on its way out.
         _linux.set_pdeathsig(signal.SIGKILL)
-        code = 127
-        os.execvpe(spec.argv[0], list(spec.argv), env)
-    except OSError as exc:
-        what = spec.argv[0] if code == 127 else "sandbox setup"
-        if code == 127 and exc.errno not in (errno.ENOENT, errno.ENOTDIR):
-            code = 126
+        program = look_path(spec.argv[0], env.get("PATH", ""))
+        try:
+            os.execve(program, list(spec.argv), env)
+        except OSError as exc:
+            raise CannotStart(f"exec {program}: {_go_text(exc)}") from None
+    except CannotStart as exc:
         with contextlib.suppress(OSError):
-            os.write(2, f"ocibuild: {what}: {exc.strerror}\n".encode())
+            os.write(2, f"{exc}\n".encode())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(2, f"ocibuild: sandbox setup: {exc.strerror}\n".encode())
     except BaseException as exc:  # noqa: BLE001 - report, never return into the caller's stack
         with contextlib.suppress(OSError):
             os.write(2, f"ocibuild: sandbox setup: {exc}\n".encode())
-    os._exit(code)
+    os._exit(1)
+
+
+class CannotStart(Exception):
+    """The command's program cannot be started; the text runc prints for it."""
+
+
+def look_path(name: str, search: str) -> str:
+    """The program runc starts for ``argv[0]`` (Go's ``exec.LookPath``, in the command's root
+    and as its user): a name with a slash as it is, else the first ``search`` (``$PATH``)
+    entry holding it executable; an empty entry is the working directory. ``CannotStart``
+    with runc's text otherwise, e.g. ``exec: "sh": executable file not found in $PATH``."""
+    if "/" in name:
+        try:
+            _check_executable(name)
+        except OSError as exc:
+            raise CannotStart(f'unable to start container process: exec: "{name}": '
+                               f"{_go_text(exc)}") from None
+        return name
+    for entry in search.split(":") if search else ():
+        candidate = os.path.join(entry or ".", name)
+        with contextlib.suppress(OSError):
+            _check_executable(candidate)
+            return candidate
+    raise CannotStart(f'unable to start container process: exec: "{name}": executable file '
+                       "not found in $PATH")
+
+
+def _check_executable(path: str) -> None:
+    """Go's ``findExecutable``: a non-directory with an execute bit that this user may run."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise OSError(exc.errno, f"stat {path}: {_go_text(exc)}") from None
+    if stat.S_ISDIR(mode) or not mode & 0o111 or not os.access(path, os.X_OK):
+        raise OSError(errno.EACCES, "permission denied")
+
+
+def _go_text(exc: OSError) -> str:
+    """An error's text as Go spells it (``Exec format error``: ``exec format error``)."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
 
 
 def _make_cwd(root: Path, cwd: str, uid: int, gid: int) -> tuple[str, ...]:

@@ -360,3 +360,33 @@ def test_apt_is_kept_as_root_only_with_one_id(sandbox_runtime: Runtime, snap: Sn
     code, out = run(sandbox_runtime, snap, 'echo "[$APT_CONFIG]"', env=("APT_CONFIG=/mine",))
     assert (code, out) == (0, "[/mine]\n")  # the Dockerfile's own choice is kept
     assert set(layer_entries(sandbox_runtime, snap, tmp_path)) == {"etc", "etc/apt"}
+
+
+def _start(runtime: Runtime, snap: Snapshot, argv: tuple[str, ...],
+           **kwargs: object) -> tuple[int, str]:
+    chunks: list[bytes] = []
+    code = runtime.run(snap, RunSpec(argv, **kwargs), chunks.append)  # type: ignore[arg-type]
+    return code, b"".join(chunks).decode()
+
+
+def test_a_program_that_cannot_start_fails_as_under_runc(sandbox_runtime: Runtime,
+                                                         snap: Snapshot) -> None:
+    """Exit code 1 and runc's words (checked against BuildKit 0.13): Go's ``exec.LookPath``
+    decides what runs, so a PATH entry holding the name not executable is passed over."""
+    assert run(sandbox_runtime, snap, "mkdir -p /p1 /p2 /d && printf '#!/bin/sh\\necho second\\n' > /p1/tool"
+               " && cp /p1/tool /p2/tool && chmod 644 /p1/tool && chmod 755 /p2/tool"
+               " && echo data > /text && chmod 755 /text && echo x > /plain")[0] == 0
+    cases = {
+        ("/no/such",): 'exec: "/no/such": stat /no/such: no such file or directory',
+        ("/plain/x",): 'exec: "/plain/x": stat /plain/x: not a directory',
+        ("/plain",): 'exec: "/plain": permission denied',
+        ("/d",): 'exec: "/d": permission denied',
+        ("nothere", "x"): 'exec: "nothere": executable file not found in $PATH',
+        ("",): 'exec: "": executable file not found in $PATH',
+    }
+    for argv, text in cases.items():
+        code, out = _start(sandbox_runtime, snap, argv)
+        assert (code, out) == (1, f"unable to start container process: {text}\n"), argv
+    assert _start(sandbox_runtime, snap, ("/text",)) == (1, "exec /text: exec format error\n")
+    assert _start(sandbox_runtime, snap, ("tool",), env=("PATH=/p1:/p2",)) == (0, "second\n")
+    assert _start(sandbox_runtime, snap, ("tool",), env=("PATH=/p1",))[0] == 1
