@@ -13,6 +13,7 @@ APT_PACKAGES=(
   zstd pigz tar gzip bzip2 xz-utils
   python3-venv python3-pip  # the interpreter the unprivileged test user runs
   git openssl iproute2 util-linux debootstrap
+  util-linux-extra  # fincore: what a file leaves in the page cache
   apache2-utils     # htpasswd (bcrypt) for the TLS + basic-auth test registry
   time              # /usr/bin/time: peak RSS of benchmarked subprocesses
 )

@@ -143,6 +143,7 @@ class GrowingUpload:
             if data:
                 offset += len(data)
                 yield data
+                _forget(fd, offset)
                 continue
             if finished:
                 assert self._final is not None
@@ -158,6 +159,17 @@ class GrowingUpload:
         with contextlib.suppress(Exception):
             self._client.request(self._ref, "DELETE", location, scopes=scopes, action=action,
                                  retry=False).close()
+
+
+def _forget(fd: int, end: int) -> None:
+    """Let the kernel drop the cached pages of the first ``end`` bytes, already sent: nothing
+    in the build reads a pushed layer's compressed copy again, and a push would otherwise
+    leave the whole copy in the page cache (60 MB for the benchmark's multistage case). Pages
+    still dirty stay; the call starts their writeback (the store fsyncs the blob anyway), so a
+    later call drops them. Freed pages are reused by the writes that follow, where fresh ones
+    can cost the hypervisor a fault each on a VM (4x the time per page measured here)."""
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, end, os.POSIX_FADV_DONTNEED)
 
 
 class StreamedUploads:

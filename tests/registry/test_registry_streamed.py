@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -120,3 +122,40 @@ def test_a_stream_that_ended_early_leaves_no_open_file(
     upload.finish(Digest.of_bytes(data), len(data))
     assert set(os.listdir("/proc/self/fd")) == before
     assert uploads.settle() == {}
+
+
+def _resident(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (util-linux ``fincore``)."""
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout.strip())
+
+
+def test_a_streamed_copy_leaves_the_page_cache(fault_proxy: FaultProxy, client: RegistryClient,
+                                               tmp_path: Path) -> None:
+    """Nothing reads a pushed layer's compressed copy again: the stream lets the kernel drop
+    the pages it has sent (the file is written back first, as the store would before naming
+    it, so every page is clean)."""
+    if shutil.which("fincore") is None:
+        pytest.skip("no fincore (util-linux) here")
+    probe = tmp_path / "probe"
+    probe.write_bytes(os.urandom(1 << 20))
+    with open(probe, "rb") as f:
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    if _resident(probe):
+        pytest.skip("this filesystem keeps clean pages cached (tmpfs)")
+    ref = Reference.parse(f"{fault_proxy.host}/streamed/cache:1")
+    path = tmp_path / "copy"
+    data = os.urandom(8 << 20)
+    with open(path, "wb") as f:
+        f.write(data)
+        os.fsync(f.fileno())
+    assert _resident(path) == len(data)
+    digest = Digest("sha256", hashlib.sha256(data).hexdigest())
+    uploads = StreamedUploads(lambda: client, ref)
+    upload = uploads.start(path)
+    assert upload is not None
+    upload.finish(digest, len(data))
+    assert uploads.settle() == {digest: len(data)}
+    assert _resident(path) == 0
