@@ -151,9 +151,9 @@ def tune_allocator() -> None:
     each freed run at the top of a thread's heap above 2 MiB is trimmed (``MADV_DONTNEED``)
     and the next allocation faults its pages back in, zeroed: about 3 us per 4 KiB page here.
     For the 60 MB the benchmark's multistage case pushes that was 17,000 faults (of 33,000
-    the push added), ~0.05 s of CPU. The
-    memory kept is bounded by ``TRIM_THRESHOLD`` per heap, and only the process's own tools
-    set it: the library (``api``) leaves the allocator as its caller has it."""
+    the push added), ~0.05 s of CPU. The memory kept is bounded by ``TRIM_THRESHOLD`` per
+    heap, and only the command sets it: the library (``api``) leaves the allocator as its
+    caller has it."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)

@@ -290,12 +290,12 @@ def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolatio
         # Die with stage 1 (the credential change cleared what the fork inherited); stage 1
         # also kills us on its way out.
         _linux.set_pdeathsig(signal.SIGKILL)
-        program = look_path(spec.argv[0], env.get("PATH", ""))
+        program = _look_path(spec.argv[0], env.get("PATH", ""))
         try:
             os.execve(program, list(spec.argv), env)
         except OSError as exc:
-            raise CannotStart(f"exec {program}: {_go_text(exc)}") from None
-    except CannotStart as exc:
+            raise _CannotStart(f"exec {program}: {_go_text(exc)}") from None
+    except _CannotStart as exc:
         with contextlib.suppress(OSError):
             os.write(2, f"{exc}\n".encode())
     except OSError as exc:
@@ -307,39 +307,38 @@ def _command_child(root: Path, spec: RunSpec, env: dict[str, str], iso: Isolatio
     os._exit(1)
 
 
-class CannotStart(Exception):
+class _CannotStart(Exception):
     """The command's program cannot be started; the text runc prints for it."""
 
 
-def look_path(name: str, search: str) -> str:
+def _look_path(name: str, search: str) -> str:
     """The program runc starts for ``argv[0]`` (Go's ``exec.LookPath``, in the command's root
     and as its user): a name with a slash as it is, else the first ``search`` (``$PATH``)
-    entry holding it executable; an empty entry is the working directory. ``CannotStart``
+    entry holding it executable; an empty entry is the working directory. ``_CannotStart``
     with runc's text otherwise, e.g. ``exec: "sh": executable file not found in $PATH``."""
     if "/" in name:
-        try:
-            _check_executable(name)
-        except OSError as exc:
-            raise CannotStart(f'unable to start container process: exec: "{name}": '
-                               f"{_go_text(exc)}") from None
+        why = _not_executable(name)
+        if why is not None:
+            raise _CannotStart(f'unable to start container process: exec: "{name}": {why}')
         return name
     for entry in search.split(":") if search else ():
         candidate = os.path.join(entry or ".", name)
-        with contextlib.suppress(OSError):
-            _check_executable(candidate)
+        if _not_executable(candidate) is None:
             return candidate
-    raise CannotStart(f'unable to start container process: exec: "{name}": executable file '
+    raise _CannotStart(f'unable to start container process: exec: "{name}": executable file '
                        "not found in $PATH")
 
 
-def _check_executable(path: str) -> None:
-    """Go's ``findExecutable``: a non-directory with an execute bit that this user may run."""
+def _not_executable(path: str) -> str | None:
+    """Why Go's ``findExecutable`` refuses ``path``; None for a non-directory with an execute
+    bit that this user may run."""
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        raise OSError(exc.errno, f"stat {path}: {_go_text(exc)}") from None
+        return f"stat {path}: {_go_text(exc)}"
     if stat.S_ISDIR(mode) or not mode & 0o111 or not os.access(path, os.X_OK):
-        raise OSError(errno.EACCES, "permission denied")
+        return "permission denied"
+    return None
 
 
 def _go_text(exc: OSError) -> str:
