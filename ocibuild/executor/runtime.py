@@ -44,6 +44,7 @@ from ocibuild.executor.snapshot import Snapshot
 from ocibuild.fs.layer import LayerBlob, layer_headers, write_layer
 from ocibuild.fs.ownership import RECORD_NAME, Owner, OwnershipRecord
 from ocibuild.fs.unpack import unpack_layer
+from ocibuild.store.areas import LAYER_FILES
 
 __all__ = ["CallContext", "RunMount", "RunSpec", "Runtime", "Snapshot"]
 
@@ -162,23 +163,23 @@ class Runtime:
         iso, fmt = self.isolation, self._whiteout_format()
 
         def fill(tmp: Path) -> None:
-            (tmp / "fs").mkdir()
-            os.chmod(tmp / "fs", 0o755)  # the layer's root, unless it has a ./ entry
+            (tmp / LAYER_FILES).mkdir()
+            os.chmod(tmp / LAYER_FILES, 0o755)  # the layer's root, unless it has a ./ entry
             try:
                 self._enter(_unpack, blob_path, tmp, iso, fmt)
             except BaseException:
-                self.remove_tree(tmp / "fs")
+                self.remove_tree(tmp / LAYER_FILES)
                 raise
 
         if self._store is not None:
-            return self._store.snapshot(chain_id, fill) / "fs"
+            return self._store.snapshot(chain_id, fill) / LAYER_FILES
         final = self._work / "layers" / chain_id.hex
         if not final.is_dir():
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=final.parent))
             fill(tmp)
             os.rename(tmp, final)
-        return final / "fs"
+        return final / LAYER_FILES
 
     def _whiteout_format(self) -> str:
         # One format for every mode, so a store filled as root also serves a rootless build:
@@ -323,7 +324,7 @@ def _safe_name(name: str) -> str:
 
 def _unpack(blob: Path, tmp: Path, iso: Isolation, fmt: str) -> None:
     record = OwnershipRecord() if iso.keeps_records else None
-    unpack_layer(blob, tmp / "fs", ownership=record, chown=iso.owns_files, whiteout_format=fmt)
+    unpack_layer(blob, tmp / LAYER_FILES, ownership=record, chown=iso.owns_files, whiteout_format=fmt)
     if record:
         record.save(tmp / RECORD_NAME)
 

@@ -68,6 +68,7 @@ from ocibuild.plan.model import (
     Step,
 )
 from ocibuild.store import variants
+from ocibuild.store.areas import LAYER_FILES
 
 _T = TypeVar("_T")
 _HEREDOC_ONLY = re.compile(r"^<<-?\s*(['\"]?)([^'\"\s]+)\1\s*$")
@@ -155,11 +156,11 @@ class BuildServices:
         from ocibuild.fs.ownership import RECORD_NAME
 
         def fill(tmp: Path) -> None:
-            os.rename(snap.upper, tmp / "fs")
+            os.rename(snap.upper, tmp / LAYER_FILES)
             if os.path.exists(snap.record_path):
                 shutil.copyfile(snap.record_path, tmp / RECORD_NAME)
 
-        self.known_dir(chain, Path(self.store.snapshot(chain, fill)) / "fs")
+        self.known_dir(chain, Path(self.store.snapshot(chain, fill)) / LAYER_FILES)
 
     def layer_dir(self, chain: Digest) -> Path | None:
         """The unpacked dir of the layer chain ``chain`` if this build knows one (a committed

@@ -53,7 +53,7 @@ WHITEOUT_FORMATS = ("apply", "overlay", "userxattr")
 _NO_PERMISSION = (errno.EPERM, errno.EINVAL, errno.EACCES)
 
 
-def _bound(mtime: int, nsec: int = 0) -> int:
+def _bound(mtime: int, nsec: int) -> int:
     """An archive's mtime (seconds and nanoseconds past them) as go-archive sets it
     (``boundTime``), in nanoseconds: before the epoch or after Go's latest time,
     ``time.Unix(0, MaxInt64)`` (2262-04-11), the epoch."""

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from ocibuild.store.blobs import BlobStore
 
 
+#: The directory of a layer snapshot (``snapshot_path``) that holds the layer's files.
+LAYER_FILES = "fs"
+
+
 def snapshot_path(store: BlobStore, chain_id: Digest) -> Path:
     return store.root / "snapshots" / chain_id.algorithm / chain_id.hex
 

@@ -310,7 +310,7 @@ class BlobStore:
     def unpacked_layer(self, chain_id: Digest) -> Path | None:
         """The files of the snapshot of ``chain_id`` (its ``fs`` dir, as the executor fills
         it), if the store keeps one (a query only)."""
-        path = areas.snapshot_path(self, chain_id) / "fs"
+        path = areas.snapshot_path(self, chain_id) / areas.LAYER_FILES
         return path if path.is_dir() else None
 
     def cache_dir(self, cache_id: str) -> Path:
